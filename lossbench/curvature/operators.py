@@ -1,0 +1,146 @@
+"""Curvature matrix-vector products on pytrees of parameters: Hessian and Gauss-Newton.
+
+A *matvec* here is a function `v -> M v` on pytrees shaped like the parameters, where `M` is
+the Hessian or the generalized Gauss-Newton matrix of a loss at fixed parameters. Everything
+else in `lossbench.curvature` (Lanczos, trace, spectral density) takes such a matvec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+PyTree = Any
+Matvec = Callable[[PyTree], PyTree]
+
+
+def hvp(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, v: PyTree) -> PyTree:
+    """Hessian-vector product `H v`, forward-over-reverse (`jax.jvp` of `jax.grad`).
+
+    Pearlmutter (1994); forward-over-reverse is the cheapest mode in JAX (about 2-3 gradients).
+    """
+    return jax.jvp(jax.grad(loss_fn), (params,), (v,))[1]
+
+
+def hessian_matvec(
+    loss_fn: Callable[[PyTree], jax.Array], params: PyTree, *, linearize: bool = True
+) -> Matvec:
+    """A reusable `v -> H v` at fixed `params`.
+
+    With `linearize=True` the gradient is linearized once (`jax.linearize(jax.grad(f))`): the
+    forward pass and its residuals are computed once and every product afterwards runs only the
+    tangent computation. With `linearize=False` each product is a fresh `hvp` (less memory).
+    """
+    if not linearize:
+        return lambda v: hvp(loss_fn, params, v)
+    _, matvec = jax.linearize(jax.grad(loss_fn), params)
+    return matvec
+
+
+def loss_grad_and_hessian_matvec(
+    loss_fn: Callable[[PyTree], jax.Array], params: PyTree
+) -> tuple[jax.Array, PyTree, Matvec]:
+    """`(loss, gradient, v -> H v)` from one linearization of `jax.value_and_grad(loss_fn)`."""
+
+    def grad_with_loss(p):
+        value, grad = jax.value_and_grad(loss_fn)(p)
+        return grad, value
+
+    grad, matvec, value = jax.linearize(grad_with_loss, params, has_aux=True)
+    return value, grad, matvec
+
+
+def ggn_vp(
+    predict: Callable[[PyTree], PyTree],
+    loss_on_outputs: Callable[[PyTree], jax.Array],
+    params: PyTree,
+    v: PyTree,
+) -> PyTree:
+    """Generalized Gauss-Newton product `Jᵀ H_out J v` for `loss = loss_on_outputs(predict(p))`.
+
+    Schraudolph (2002); Martens (2020). `J` is the Jacobian of `predict` at `params` and `H_out`
+    the Hessian of `loss_on_outputs` at the outputs. The GGN drops the second-order term of
+    `predict`; it is positive semi-definite whenever the outer loss is convex in the outputs.
+    """
+    outputs, vjp = jax.vjp(predict, params)
+    jv = jax.jvp(predict, (params,), (v,))[1]
+    h_jv = jax.jvp(jax.grad(loss_on_outputs), (outputs,), (jv,))[1]
+    return vjp(h_jv)[0]
+
+
+def ggn_matvec(
+    predict: Callable[[PyTree], PyTree],
+    loss_on_outputs: Callable[[PyTree], jax.Array],
+    params: PyTree,
+) -> Matvec:
+    """A reusable `v -> Jᵀ H_out J v` (see `ggn_vp`): `predict` is linearized once, and its
+    transpose (the VJP) reuses the same residuals."""
+    outputs, jvp = jax.linearize(predict, params)
+    vjp = jax.linear_transpose(jvp, params)
+    _, output_hvp = jax.linearize(jax.grad(loss_on_outputs), outputs)
+    return lambda v: vjp(output_hvp(jvp(v)))[0]
+
+
+def flat_matvec(matvec: Matvec, params_like: PyTree) -> tuple[Callable, jax.Array, Callable]:
+    """Flatten a pytree matvec: `(x -> ravel(M unravel(x)), ravel(params_like), unravel)`."""
+    flat, unravel = ravel_pytree(params_like)
+
+    def matvec_flat(x):
+        return ravel_pytree(matvec(unravel(x)))[0].astype(flat.dtype)
+
+    return matvec_flat, flat, unravel
+
+
+def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
+    """`numerator / denominator`, and 0 where the denominator is 0 (no NaN, no inf)."""
+    nonzero = denominator != 0
+    return jnp.where(nonzero, numerator / jnp.where(nonzero, denominator, 1), 0)
+
+
+def block_path(path: tuple) -> str:
+    """A readable name for a pytree key path, e.g. `layers/0/kernel`.
+
+    Dict keys, sequence indices and attribute names are joined with "/"; a trailing `value`
+    attribute (flax nnx `Variable.value`) is dropped.
+    """
+    parts = []
+    for key in path:
+        if isinstance(key, jax.tree_util.DictKey):
+            parts.append(str(key.key))
+        elif isinstance(key, jax.tree_util.SequenceKey):
+            parts.append(str(key.idx))
+        elif isinstance(key, jax.tree_util.GetAttrKey):
+            parts.append(key.name)
+        elif isinstance(key, jax.tree_util.FlattenedIndexKey):
+            parts.append(str(key.key))
+        else:
+            parts.append(str(key))
+    if len(parts) > 1 and parts[-1] == "value":
+        parts = parts[:-1]
+    return "/".join(parts) if parts else "params"
+
+
+def parameter_blocks(params: PyTree) -> list[tuple[str, Callable[[jax.Array], PyTree], jax.Array]]:
+    """One block per floating-point leaf of `params`: `(name, restrict, value)`.
+
+    `restrict(x)` returns `params` with that leaf replaced by `x`, so a function of the block alone
+    is `lambda x: f(restrict(x))`; its Hessian is the diagonal block of the full Hessian.
+    """
+    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    leaves = [leaf for _, leaf in leaves_with_paths]
+    blocks = []
+    for index, (path, leaf) in enumerate(leaves_with_paths):
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) or jnp.size(leaf) == 0:
+            continue
+
+        def restrict(x, index=index):
+            replaced = list(leaves)
+            replaced[index] = x
+            return jax.tree_util.tree_unflatten(treedef, replaced)
+
+        blocks.append((block_path(path), restrict, leaf))
+    return blocks

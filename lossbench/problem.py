@@ -1,0 +1,186 @@
+"""Build a `Problem` from a frozen config: data, model, init, loss, optimizer as pure functions.
+
+This is the one place where config values are checked beyond their type: every check raises
+`ConfigError` naming the key, the value and what is allowed, before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from lossbench import losses
+from lossbench.data import Dataset, make_dataset
+from lossbench.initializers import make_init
+from lossbench.models import Model, make_model
+from lossbench.optimizers import Optimizer, make_optimizer
+from lossbench.schema import ConfigError
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything training needs, as plain arrays and pure functions of `(params, batch)`.
+
+    `loss(params, batch) = loss_on_outputs(predict(params, batch), batch) + penalty(params)`;
+    the split into `predict` and `loss_on_outputs` is what the Gauss-Newton probe needs.
+    """
+
+    data: Dataset
+    model: Model
+    init_params: Callable[[jax.Array], Any]
+    predict: Callable  # (params, batch) -> outputs (any pytree)
+    loss_on_outputs: Callable  # (outputs, batch) -> scalar, the mean per-example loss
+    output_metrics: Callable  # (outputs, batch) -> dict of scalars (accuracy where it applies)
+    penalty: Callable | None  # params -> scalar weight penalty, or None
+    optimizer: Optimizer
+    loss_name: str
+
+    @property
+    def param_count(self) -> int:
+        return self.model.param_count
+
+    def loss_and_outputs(self, params, batch):
+        """The training objective and the model outputs it was computed from."""
+        outputs = self.predict(params, batch)
+        value = self.loss_on_outputs(outputs, batch)
+        if self.penalty is not None:
+            value = value + self.penalty(params)
+        return value, outputs
+
+    def loss(self, params, batch):
+        return self.loss_and_outputs(params, batch)[0]
+
+    def metrics(self, params, batch) -> dict:
+        value, outputs = self.loss_and_outputs(params, batch)
+        return {"loss": value, **self.output_metrics(outputs, batch)}
+
+
+def output_dim(loss: losses.Loss, data: Dataset) -> int:
+    takes = loss.properties.takes
+    if takes == "logits":
+        return data.num_classes
+    if takes == "score":
+        if data.num_classes != 2:
+            raise ConfigError(
+                "loss.name", loss.name,
+                f"a binary loss needs 2 classes, data {data.name!r} has {data.num_classes}; "
+                f"multiclass losses: {[n for n in losses.losses_for('classification') if losses.LOSSES[n].properties.takes == 'logits']}",
+            )
+        return 1
+    if takes == "values":
+        return data.target_dim
+    return 1
+
+
+def _check_fits(loss: losses.Loss, data: Dataset):
+    if data.task == "surface":
+        return
+    if loss.task != data.task:
+        raise ConfigError(
+            "loss.name", loss.name,
+            f"it fits {loss.task} tasks; data {data.name!r} is {data.task}: "
+            f"use one of {losses.losses_for(data.task)}",
+        )
+
+
+def _supervised_objective(model: Model, loss: losses.Loss, loss_cfg, data: Dataset):
+    takes = loss.properties.takes
+
+    def predict(params, batch):
+        return model.apply(params, batch["x"])
+
+    def loss_on_outputs(outputs, batch):
+        return jnp.mean(loss.fn(outputs, batch["y"], loss_cfg))
+
+    def accuracy(outputs, batch):
+        if takes == "logits":
+            return jnp.mean(jnp.argmax(outputs, -1) == batch["y"])
+        return jnp.mean((outputs[:, 0] > 0) == (batch["y"] == 1))
+
+    classify = data.task == "classification"
+
+    def output_metrics(outputs, batch):
+        return {"accuracy": accuracy(outputs, batch)} if classify else {}
+
+    return predict, loss_on_outputs, output_metrics
+
+
+def _surface_objective(model: Model):
+    def predict(params, batch):
+        return model.apply(params)
+
+    def loss_on_outputs(outputs, batch):
+        return outputs
+
+    return predict, loss_on_outputs, lambda outputs, batch: {}
+
+
+def _weight_penalty(loss_cfg) -> Callable | None:
+    if loss_cfg.l1 < 0 or loss_cfg.l2 < 0:
+        key = "loss.l1" if loss_cfg.l1 < 0 else "loss.l2"
+        raise ConfigError(key, getattr(loss_cfg, key.split(".")[1]), "a number >= 0")
+    if not (loss_cfg.l1 or loss_cfg.l2):
+        return None
+    from lossbench.losses import penalty
+
+    return lambda params: penalty(params, loss_cfg)
+
+
+def build_problem(cfg) -> Problem:
+    """Check and build everything a run needs from the (frozen) config."""
+    data = make_dataset(cfg.data)
+    loss = losses.get_loss(cfg.loss.name)
+    if data.task == "surface":
+        model = make_model(cfg.model, data, 1)
+        if model.kind != "surface":
+            raise ConfigError("model.name", cfg.model.name, "a surface model when data=none")
+        predict, loss_on_outputs, output_metrics = _surface_objective(model)
+    else:
+        if cfg.model.name not in ("linear", "mlp", "deep_linear", "cnn"):
+            raise ConfigError(
+                "data.name", cfg.data.name,
+                f"none for the analytic surface {cfg.model.name!r} (data=none)",
+            )
+        _check_fits(loss, data)
+        model = make_model(cfg.model, data, output_dim(loss, data))
+        predict, loss_on_outputs, output_metrics = _supervised_objective(
+            model, loss, cfg.loss, data
+        )
+    init_params = make_init(cfg.init, model)
+
+    _check_trainer(cfg.trainer, data)
+    optimizer = make_optimizer(cfg.optimizer, cfg.trainer.steps)
+    return Problem(
+        data=data,
+        model=model,
+        init_params=init_params,
+        predict=predict,
+        loss_on_outputs=loss_on_outputs,
+        output_metrics=output_metrics,
+        penalty=_weight_penalty(cfg.loss),
+        optimizer=optimizer,
+        loss_name=loss.name,
+    )
+
+
+def _check_trainer(t, data: Dataset):
+    if t.steps <= 0:
+        raise ConfigError("trainer.steps", t.steps, "a positive integer")
+    if t.log_every <= 0:
+        raise ConfigError("trainer.log_every", t.log_every, "a positive integer")
+    if t.seeds < 1:
+        raise ConfigError("trainer.seeds", t.seeds, "an integer >= 1")
+    if t.chunk <= 0:
+        raise ConfigError("trainer.chunk", t.chunk, "a positive integer")
+    if t.batch_size is not None:
+        if data.task == "surface":
+            raise ConfigError("trainer.batch_size", t.batch_size, "null for surfaces (no data)")
+        if not 0 < t.batch_size <= data.n_train:
+            raise ConfigError(
+                "trainer.batch_size", t.batch_size,
+                f"null (full batch) or an integer in [1, {data.n_train}] (the training set size)",
+            )

@@ -1,0 +1,162 @@
+"""The pure, compiled training loop (purejaxrl style: `make_train` returns pure functions).
+
+A chunk is a `lax.scan` over training steps (minibatches drawn inside the compiled code),
+evaluated on held-out data at every `trainer.log_every`-th step, and, when probes are on,
+followed by one curvature probe, all in one compiled call. Seeds run together under
+`jax.vmap` (a leading seed axis on the state). The host touches results once per chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lossbench.problem import Problem
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    step: jax.Array
+    probe_vector: Any  # last probe's top eigenvector (warm start), or None
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """Compiled, seed-vmapped entry points. Arrays live on device between calls."""
+
+    init: Callable  # (seed_keys) -> TrainState with a leading seed axis
+    chunk: Callable  # (state, train, test, probe_batch, n_steps) -> (state, records)
+    probe: Callable | None  # (state, probe_batch) -> probe records
+    evaluate: Callable  # (params, batch) -> dict of (seeds,) arrays
+
+
+def _sampler(batch_size: int | None):
+    if batch_size is None:
+        return lambda key, train: train
+
+    def sample(key, train):
+        n = jax.tree_util.tree_leaves(train)[0].shape[0]
+        idx = jax.random.choice(key, n, (batch_size,), replace=False)
+        return jax.tree_util.tree_map(lambda a: a[idx], train)
+
+    return sample
+
+
+def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) -> Trainer:
+    """Pure training functions for `problem`.
+
+    Args:
+      problem: what to train (pure loss, predict, init, optimizer).
+      trainer_cfg: the frozen `trainer` config (batch_size, log_every, eval).
+      probe_fn: `probe(params, batch, key, v0) -> (record, v_next)` from
+        `lossbench.curvature.make_probe`, or None for no probes.
+    """
+    tx = problem.optimizer.tx
+    sample = _sampler(trainer_cfg.batch_size)
+    log_every = trainer_cfg.log_every
+    evaluate_test = trainer_cfg.eval and bool(problem.data.test)
+    grad_of = jax.value_and_grad(problem.loss_and_outputs, has_aux=True)
+    surface_dim = problem.model.shapes["x"].shape[0] if problem.model.kind == "surface" else 0
+
+    def init(key):
+        k_params, k_train = jax.random.split(key)
+        params = problem.init_params(k_params)
+        vector = params if probe_fn is not None else None
+        return TrainState(params, tx.init(params), k_train, jnp.zeros((), jnp.int32), vector)
+
+    def train_step(state: TrainState, train):
+        key, k_batch, k_opt = jax.random.split(state.key, 3)
+        batch = sample(k_batch, train)
+        (value, outputs), grads = grad_of(state.params, batch)
+        updates, opt_state = tx.update(
+            grads,
+            state.opt_state,
+            state.params,
+            key=k_opt,
+            value_fn=lambda p: problem.loss(p, batch),
+            grad_fn=lambda p, _: jax.grad(problem.loss)(p, batch),
+        )
+        params = optax.apply_updates(state.params, updates)
+        record = {
+            "loss": value,
+            "grad_norm": optax.global_norm(grads),
+            "update_norm": optax.global_norm(updates),
+            "param_norm": optax.global_norm(state.params),
+            "lr": problem.optimizer.schedule(state.step),
+            **problem.output_metrics(outputs, batch),
+        }
+        if problem.model.kind == "surface":  # where on the surface this step started
+            record.update({f"x_{i}": state.params["x"][i] for i in range(surface_dim)})
+        return state._replace(params=params, opt_state=opt_state, key=key, step=state.step + 1), record
+
+    def steps(state, train, n):
+        return jax.lax.scan(lambda s, _: train_step(s, train), state, None, length=n)
+
+    def held_out(params, test):
+        if not evaluate_test:
+            return {}
+        return {f"test_{k}": v for k, v in problem.metrics(params, test).items()}
+
+    def run_probe(state, probe_batch):
+        key, k_probe = jax.random.split(state.key)
+        record, vector = probe_fn(state.params, probe_batch, k_probe, state.probe_vector)
+        opt = problem.optimizer
+        record = {
+            **record,
+            "two_over_lr": jnp.asarray(opt.two_over_lr(state.step), jnp.float32),
+            "eos_threshold": jnp.asarray(opt.eos_threshold(state.step), jnp.float32),
+        }
+        return state._replace(key=key, probe_vector=vector), record
+
+    def chunk(state, train, test, probe_batch, n_steps: int):
+        """`n_steps` steps (log-step evaluations inside), then a probe if probes are on."""
+        n_intervals, tail = divmod(n_steps, log_every)
+
+        def interval(s, _):
+            evaluation = held_out(s.params, test)
+            s, records = steps(s, train, log_every)
+            return s, (evaluation, records)
+
+        state, (evaluations, records) = jax.lax.scan(interval, state, None, length=n_intervals)
+        records = jax.tree_util.tree_map(lambda a: a.reshape(-1), records)
+        evaluations = jax.tree_util.tree_map(lambda a: a.reshape(-1), evaluations)
+        if tail:
+            last_eval = held_out(state.params, test)
+            state, tail_records = steps(state, train, tail)
+            records = jax.tree_util.tree_map(
+                lambda a, b: jnp.concatenate([a, b]), records, tail_records
+            )
+            evaluations = jax.tree_util.tree_map(
+                lambda a, b: jnp.concatenate([a, b[None]]), evaluations, last_eval
+            )
+        out = {"steps": records, "eval": evaluations}
+        if probe_fn is not None:
+            state, out["probe"] = run_probe(state, probe_batch)
+        return state, out
+
+    vmapped_chunk = jax.vmap(chunk, in_axes=(0, None, None, None, None))
+    compiled_chunk = jax.jit(vmapped_chunk, static_argnums=4, donate_argnums=0)
+    compiled_probe = None
+    if probe_fn is not None:
+        compiled_probe = jax.jit(jax.vmap(run_probe, in_axes=(0, None)))
+    return Trainer(
+        init=jax.jit(jax.vmap(init)),
+        chunk=compiled_chunk,
+        probe=compiled_probe,
+        evaluate=jax.jit(jax.vmap(problem.metrics, in_axes=(0, None))),
+    )
+
+
+def seed_keys(seed: int, seeds: int) -> jax.Array:
+    """One PRNG key per seed: seed, seed + 1, ... (so seed s is the same run in any sweep)."""
+    return jax.vmap(jax.random.key)(jnp.arange(seed, seed + seeds))
+
+
+__all__ = ["TrainState", "Trainer", "make_train", "seed_keys"]
