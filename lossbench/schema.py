@@ -160,17 +160,29 @@ class ProbeConfig:
 
 @dataclass
 class DetectConfig:
+    """Thresholds of the regime diagnosis (`lossbench.pathology`, whose docstring has the rules).
+
+    Scales are the run's own (per seed, before any divergence): g* = max ||g|| over the probes,
+    c* = max |lambda| over the probes, R = max - min of the probed loss.
+    """
+
     name: str = "default"
-    grad_tol: float = 1e-3  # small gradient: ||g|| <= grad_tol * max(||g||) over the run
-    grad_abs: float = 1e-6  # ... or below this absolute floor
-    neg_tol: float = 1e-3  # certain negative curvature: lambda_min < -neg_tol * max|lambda|
-    flat_tol: float = 1e-3  # curvature near zero: |lambda| <= flat_tol * max|lambda|
-    plateau_window: int = 3  # probes over which the loss must stall
-    plateau_drop: float = 0.01  # stall: relative loss drop per window below this
-    plateau_gap: float = 0.1  # far above what the run reaches: (loss - final) > gap * range
-    eos_margin: float = 0.1  # edge of stability: lambda_max >= (1 - margin) * 2/eta
-    oscillation_window: int = 3
-    blowup: float = 1e6
+    grad_tol: float = 1e-3  # small gradient: ||g|| <= grad_tol * g* ...
+    grad_abs: float = 1e-6  # ... or ||g|| <= grad_abs (a run that sits at a critical point)
+    neg_tol: float = 1e-3  # certain negative curvature: lambda_min < -max(neg_tol * c*, curv_abs)
+    flat_tol: float = 1e-3  # curvature near zero: every |lambda| <= max(flat_tol * c*, curv_abs)
+    curv_abs: float = 1e-6  # absolute floor of both curvature tolerances
+    plateau_window: int = 3  # probes per window of the stall test
+    # stall: (max - min loss over the window) / steps <= plateau_drop * the run's fastest
+    # net loss drop per step over any window
+    plateau_drop: float = 0.01
+    plateau_gap: float = 0.1  # far above: loss - (lowest loss from here on) > plateau_gap * R
+    eos_margin: float = 0.1  # edge of stability: lambda_max >= (1 - eos_margin) * eos_threshold
+    oscillation_window: int = 3  # probes per window of the oscillation test
+    # oscillation: loss drop per step / (max ||g||^2 over the window [* lr, when known]) <=
+    # oscillation_efficiency * the best such ratio of the run (a failed Armijo test)
+    oscillation_efficiency: float = 0.05
+    blowup: float = 1e6  # divergence: loss > blowup * max(1, |initial loss|), or non-finite
 
 
 @dataclass

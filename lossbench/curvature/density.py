@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from lossbench.curvature.lanczos import lanczos
-from lossbench.curvature.operators import Matvec, flat_matvec, hessian_matvec
+from lossbench.curvature.operators import Matvec, flat_matvec, hessian_matvec, jit_when_hashable
 
 PyTree = Any
 
@@ -94,6 +94,7 @@ def spectral_density_of(
     return SpectralDensity(nodes, weights / samples)
 
 
+@jit_when_hashable("loss_fn", "lanczos_steps", "samples")
 def spectral_density(
     loss_fn: Callable[[PyTree], jax.Array],
     params: PyTree,

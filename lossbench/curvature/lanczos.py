@@ -1,7 +1,7 @@
 """Extreme eigenvalues of curvature matrices by Lanczos with full reorthogonalisation.
 
-Lanczos (1950); the decomposition is matfree's `decomp.tridiag_sym(reortho="full")`
-(Krämer et al., 2024). Everything is a pure function of arrays: it runs under `jax.jit`,
+Lanczos (1950); the iteration is matfree's full-reorthogonalisation Arnoldi, the engine of
+`decomp.tridiag_sym(reortho="full")` (Krämer et al., 2024). Everything is a pure function of arrays: it runs under `jax.jit`,
 `jax.vmap` and inside `lax.scan`, in float32 or float64.
 """
 
@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 from matfree import decomp
 
@@ -20,38 +21,69 @@ from lossbench.curvature.operators import (
     flat_matvec,
     ggn_matvec,
     hessian_matvec,
+    jit_when_hashable,
     parameter_blocks,
 )
+
+EIGEN_STATIC = ("lanczos_steps", "top_k", "bottom_k", "warm_start_noise", "residuals")
 
 PyTree = Any
 
 
 class LanczosDecomposition(NamedTuple):
-    """`A Qᵀ ≈ Qᵀ T + r e_mᵀ` for `Q` (m, n) with orthonormal rows.
+    """`A Qᵀ ≈ Qᵀ T + r e_sᵀ` for `Q` (m, n) with orthonormal rows, restricted to its first
+    `size` rows.
 
-    If the Krylov space became invariant after `size` < m steps (exact breakdown, e.g. a zero
-    or a multiple-of-identity Hessian), rows from `size` on are zero, `T` is zero outside its
-    leading `size` block and `residual_norm` is 0: the Ritz pairs of that block are exact.
+    When the Krylov space becomes (numerically) invariant after `size` < m steps — a breakdown,
+    e.g. for a zero or a multiple-of-identity Hessian, or once the range of a low-rank Hessian
+    is exhausted — the next basis vector is rounding noise, no longer orthogonal to the others.
+    Rows from `size` on are then zeroed, `T` is zero outside its leading `size` block and
+    `residual_norm` is the (tiny) beta at the breakdown; the remaining matvecs are wasted.
     """
 
     basis: jax.Array  # (m, n)
-    tridiagonal: jax.Array  # (m, m), symmetric
+    tridiagonal: jax.Array  # (m, m), symmetric: Q A Qᵀ
     size: jax.Array  # int: valid leading steps
-    residual_norm: jax.Array  # ‖r‖, the beta that would follow the last valid step
+    residual_norm: jax.Array  # beta after the last valid step: ‖A q - Σ T q‖
 
 
-def lanczos(matvec_flat: Callable, start: jax.Array, num_steps: int) -> LanczosDecomposition:
-    """Run `num_steps` Lanczos steps with full reorthogonalisation from `start` (any norm)."""
-    tridiag = decomp.tridiag_sym(num_steps, reortho="full", materialize=True, custom_vjp=False)
-    basis, tridiagonal, residual, _ = tridiag(matvec_flat, start)
-    # matfree divides by a zero beta on exact breakdown: every later row is NaN. Keep the
-    # leading block, which is exact. (A NaN matvec, e.g. diverged params, leaves T[0, 0] NaN.)
-    valid = jnp.cumprod(jnp.all(jnp.isfinite(basis), axis=1)).astype(bool)
+def lanczos(
+    matvec_flat: Callable, start: jax.Array, num_steps: int, max_size: Any = None
+) -> LanczosDecomposition:
+    """Run `num_steps` Lanczos steps with full reorthogonalisation from `start` (any norm).
+
+    `max_size` (may be traced) caps the valid steps, e.g. at the dimension of a subspace that
+    `matvec_flat` and `start` live in.
+
+    Lanczos (1950). The iteration is matfree's Arnoldi (`decomp.hessenberg(reortho="full")`,
+    which is what `decomp.tridiag_sym(reortho="full")` runs): its unsymmetrised Hessenberg
+    matrix keeps the betas, which the breakdown check needs. `T` is the upper triangle of H
+    mirrored, i.e. the computed `q_iᵀ A q_j`, so its eigenvalues are Rayleigh quotients.
+    """
+    arnoldi = decomp.hessenberg(num_steps, reortho="full", custom_vjp=False)
+    basis, hessenberg, residual, _ = arnoldi(matvec_flat, start)
+    # A step is valid while its basis vector is finite, came from a beta well above rounding
+    # (Kahan-Parlett "twice is enough": beta_j > 100 eps ‖A q_j‖; below it the new vector is
+    # rounding noise) and is orthonormal to the earlier ones. matfree divides by beta = 0 on an
+    # exact breakdown (NaN rows) and normalises rounding noise on a near one. A NaN matvec
+    # (diverged params) leaves T[0, 0] NaN, which is reported as such.
+    eps = jnp.finfo(basis.dtype).eps
+    betas = jnp.append(jnp.diagonal(hessenberg, -1), jnp.linalg.norm(residual))
+    image_norms = jnp.sqrt(jnp.sum(jnp.triu(hessenberg) ** 2, axis=0) + betas**2)  # ‖A q_j‖
+    clear_beta = jnp.concatenate([jnp.ones(1, bool), betas[:-1] > 100 * eps * image_norms[:-1]])
+    finite = jnp.all(jnp.isfinite(basis), axis=1)
+    safe_basis = jnp.where(finite[:, None], basis, 0)
+    gram_error = jnp.abs(safe_basis @ safe_basis.T - jnp.eye(num_steps, dtype=basis.dtype))
+    orthonormal = jnp.max(jnp.tril(gram_error), axis=1) <= jnp.sqrt(eps)
+    valid = jnp.cumprod(finite & clear_beta & orthonormal).astype(bool)
+    if max_size is not None:
+        valid = valid & (jnp.arange(num_steps) < max_size)
     size = jnp.sum(valid)
-    basis = jnp.where(valid[:, None], basis, 0)
+    upper = jnp.triu(hessenberg)
+    tridiagonal = upper + jnp.triu(hessenberg, 1).T
     tridiagonal = jnp.where(valid[:, None] & valid[None, :], tridiagonal, 0)
-    residual_norm = jnp.where(size == num_steps, jnp.linalg.norm(residual), 0)
-    return LanczosDecomposition(basis, tridiagonal, size, residual_norm)
+    residual_norm = betas[jnp.maximum(size - 1, 0)]
+    return LanczosDecomposition(jnp.where(valid[:, None], basis, 0), tridiagonal, size, residual_norm)
 
 
 def ritz_values_and_vectors(decomposition: LanczosDecomposition):
@@ -175,6 +207,7 @@ def eigenvalues_of(
     )
 
 
+@jit_when_hashable("loss_fn", *EIGEN_STATIC)
 def hessian_eigenvalues(
     loss_fn: Callable[[PyTree], jax.Array],
     params: PyTree,
@@ -184,9 +217,10 @@ def hessian_eigenvalues(
     top_k: int = 1,
     bottom_k: int = 1,
     v0: PyTree | None = None,
-    **options,
+    warm_start_noise: float = 1.0,
+    residuals: str = "lanczos",
 ) -> EigenResult:
-    """Extreme Hessian eigenpairs of `loss_fn` at `params` (see `eigenvalues_of`).
+    """Extreme Hessian eigenpairs of `loss_fn` at `params` (see `eigenvalues_of`), compiled.
 
     A negative `bottom[0]` / `lambda_min` is certain negative curvature: Ritz values never lie
     below the true smallest eigenvalue.
@@ -199,10 +233,12 @@ def hessian_eigenvalues(
         top_k=top_k,
         bottom_k=bottom_k,
         v0=v0,
-        **options,
+        warm_start_noise=warm_start_noise,
+        residuals=residuals,
     )
 
 
+@jit_when_hashable("predict", "loss_on_outputs", *EIGEN_STATIC)
 def ggn_eigenvalues(
     predict: Callable[[PyTree], PyTree],
     loss_on_outputs: Callable[[PyTree], jax.Array],
@@ -213,7 +249,8 @@ def ggn_eigenvalues(
     top_k: int = 1,
     bottom_k: int = 1,
     v0: PyTree | None = None,
-    **options,
+    warm_start_noise: float = 1.0,
+    residuals: str = "lanczos",
 ) -> EigenResult:
     """Extreme eigenpairs of the generalized Gauss-Newton matrix (see `ggn_vp`)."""
     return eigenvalues_of(
@@ -224,39 +261,47 @@ def ggn_eigenvalues(
         top_k=top_k,
         bottom_k=bottom_k,
         v0=v0,
-        **options,
+        warm_start_noise=warm_start_noise,
+        residuals=residuals,
     )
 
 
 def block_top_eigenvalues_of(
-    block_matvec: Callable[[Callable, jax.Array], Matvec],
-    params: PyTree,
-    *,
-    key: jax.Array,
-    lanczos_steps: int = 20,
+    matvec: Matvec, params_like: PyTree, *, key: jax.Array, lanczos_steps: int = 20
 ) -> dict[str, jax.Array]:
-    """Top eigenvalue of each diagonal curvature block, one block per parameter leaf.
+    """Top eigenvalue of each diagonal block of a curvature operator, one block per leaf.
 
-    `block_matvec(restrict, value)` returns the matvec of the block's own curvature, where
-    `restrict(x)` is `params` with the block replaced by `x` (see `parameter_blocks`). Blocks
-    are leaves: a dense layer gives a kernel block and a bias block. Lanczos steps are clipped
-    to each block's size, so small blocks are solved exactly.
+    Blocks are the floating-point leaves of `params_like` (see `parameter_blocks`): a dense
+    layer gives a kernel block and a bias block. Block b's operator is `P_b M P_b`, with P_b
+    the coordinate mask of its leaf, so one vmapped Lanczos run serves all blocks (one compiled
+    loop, `blocks × steps` matvecs batched over blocks; memory `blocks × n × steps`). Steps are
+    `min(lanczos_steps, largest block)`; a smaller block is solved exactly once its dimension is
+    exhausted. Block curvature in the spirit of PyHessian's per-layer spectra (Yao et al., 2020).
     """
-    blocks = parameter_blocks(params)
-    keys = jax.random.split(key, max(len(blocks), 1))
-    return {
-        name: eigenvalues_of(
-            block_matvec(restrict, value),
-            value,
-            key=block_key,
-            lanczos_steps=lanczos_steps,
-            top_k=0,
-            bottom_k=0,
-        ).lambda_max
-        for (name, restrict, value), block_key in zip(blocks, keys, strict=False)
-    }
+    matvec_flat, flat, _ = flat_matvec(matvec, params_like)
+    blocks = parameter_blocks(params_like)
+    if not blocks:
+        return {}
+    offsets = np.cumsum([0] + [np.size(leaf) for leaf in jax.tree_util.tree_leaves(params_like)])
+    masks = np.zeros((len(blocks), flat.shape[0]), bool)
+    for row, (_, index, _) in enumerate(blocks):
+        masks[row, offsets[index] : offsets[index + 1]] = True
+    sizes = masks.sum(axis=1)
+    num_steps = max(1, min(int(lanczos_steps), int(sizes.max())))
+    masks = jnp.asarray(masks, flat.dtype)
+
+    def block_top(mask, size, block_key):
+        start = mask * jax.random.normal(block_key, flat.shape, flat.dtype)
+        decomposition = lanczos(lambda x: mask * matvec_flat(mask * x), start, num_steps, size)
+        values, _, _ = ritz_values_and_vectors(decomposition)
+        return values[-1]
+
+    keys = jax.random.split(key, len(blocks))
+    tops = jax.vmap(block_top)(masks, jnp.asarray(sizes), keys)
+    return {name: tops[row] for row, (name, _, _) in enumerate(blocks)}
 
 
+@jit_when_hashable("loss_fn", "lanczos_steps")
 def block_top_eigenvalues(
     loss_fn: Callable[[PyTree], jax.Array],
     params: PyTree,
@@ -266,16 +311,15 @@ def block_top_eigenvalues(
 ) -> dict[str, jax.Array]:
     """{"layers/0/kernel": top eigenvalue of that leaf's diagonal Hessian block, ...}.
 
-    Per-layer curvature in the spirit of PyHessian (Yao et al., 2020); the block Hessian is the
-    Hessian of the loss as a function of that leaf alone, others held fixed.
+    The block Hessian is the Hessian of the loss as a function of that leaf alone, the other
+    leaves held fixed (see `block_top_eigenvalues_of`).
     """
-
-    def block_matvec(restrict, value):
-        return hessian_matvec(lambda x: loss_fn(restrict(x)), value)
-
-    return block_top_eigenvalues_of(block_matvec, params, key=key, lanczos_steps=lanczos_steps)
+    return block_top_eigenvalues_of(
+        hessian_matvec(loss_fn, params), params, key=key, lanczos_steps=lanczos_steps
+    )
 
 
+@jit_when_hashable("predict", "loss_on_outputs", "lanczos_steps")
 def block_top_ggn_eigenvalues(
     predict: Callable[[PyTree], PyTree],
     loss_on_outputs: Callable[[PyTree], jax.Array],
@@ -285,8 +329,6 @@ def block_top_ggn_eigenvalues(
     lanczos_steps: int = 20,
 ) -> dict[str, jax.Array]:
     """Like `block_top_eigenvalues`, for the diagonal blocks of the Gauss-Newton matrix."""
-
-    def block_matvec(restrict, value):
-        return ggn_matvec(lambda x: predict(restrict(x)), loss_on_outputs, value)
-
-    return block_top_eigenvalues_of(block_matvec, params, key=key, lanczos_steps=lanczos_steps)
+    return block_top_eigenvalues_of(
+        ggn_matvec(predict, loss_on_outputs, params), params, key=key, lanczos_steps=lanczos_steps
+    )

@@ -7,6 +7,8 @@ else in `lossbench.curvature` (Lanczos, trace, spectral density) takes such a ma
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -85,6 +87,29 @@ def ggn_matvec(
     return lambda v: vjp(output_hvp(jvp(v)))[0]
 
 
+def jit_when_hashable(*static_argnames: str) -> Callable[[Callable], Callable]:
+    """Decorator: compile the whole call with `jax.jit`, the named arguments (functions, step
+    counts) static. Repeated calls with the same functions reuse the compiled code; an
+    unhashable static argument falls back to the plain (uncompiled) call."""
+
+    def decorate(function):
+        jitted = jax.jit(function, static_argnames=static_argnames)
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs).arguments
+            try:
+                hash(tuple(bound.get(name) for name in static_argnames))
+            except TypeError:
+                return function(*args, **kwargs)
+            return jitted(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 def flat_matvec(matvec: Matvec, params_like: PyTree) -> tuple[Callable, jax.Array, Callable]:
     """Flatten a pytree matvec: `(x -> ravel(M unravel(x)), ravel(params_like), unravel)`."""
     flat, unravel = ravel_pytree(params_like)
@@ -124,23 +149,15 @@ def block_path(path: tuple) -> str:
     return "/".join(parts) if parts else "params"
 
 
-def parameter_blocks(params: PyTree) -> list[tuple[str, Callable[[jax.Array], PyTree], jax.Array]]:
-    """One block per floating-point leaf of `params`: `(name, restrict, value)`.
+def parameter_blocks(params: PyTree) -> list[tuple[str, int, jax.Array]]:
+    """One block per floating-point leaf of `params`: `(name, leaf_index, leaf)`.
 
-    `restrict(x)` returns `params` with that leaf replaced by `x`, so a function of the block alone
-    is `lambda x: f(restrict(x))`; its Hessian is the diagonal block of the full Hessian.
+    `leaf_index` is the leaf's position in `jax.tree_util.tree_leaves(params)` (and so in
+    `ravel_pytree`'s flat vector); `name` comes from `block_path`.
     """
-    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
-    leaves = [leaf for _, leaf in leaves_with_paths]
-    blocks = []
-    for index, (path, leaf) in enumerate(leaves_with_paths):
-        if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) or jnp.size(leaf) == 0:
-            continue
-
-        def restrict(x, index=index):
-            replaced = list(leaves)
-            replaced[index] = x
-            return jax.tree_util.tree_unflatten(treedef, replaced)
-
-        blocks.append((block_path(path), restrict, leaf))
-    return blocks
+    leaves_with_paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    return [
+        (block_path(path), index, leaf)
+        for index, (path, leaf) in enumerate(leaves_with_paths)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) and jnp.size(leaf) > 0
+    ]

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from matfree import stochtrace
 
-from lossbench.curvature.operators import Matvec, flat_matvec, hessian_matvec
+from lossbench.curvature.operators import Matvec, flat_matvec, hessian_matvec, jit_when_hashable
 
 PyTree = Any
 TRACE_METHODS = ("hutchinson", "xtrace")
@@ -64,6 +64,7 @@ def trace_of(
     return TraceResult(estimate, sem * jnp.sqrt(samples / (samples - 1)))
 
 
+@jit_when_hashable("loss_fn", "samples", "method")
 def hessian_trace(
     loss_fn: Callable[[PyTree], jax.Array],
     params: PyTree,

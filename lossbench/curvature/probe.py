@@ -1,0 +1,163 @@
+"""One curvature probe as a pure function, for use inside the compiled training loop.
+
+`make_probe(cfg, loss_fn)` returns `probe(params, batch, key, v0) -> (record, v_next)`: no host
+sync and no Python branching on traced values, so it runs under `jax.jit(jax.vmap(...))`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from lossbench.curvature.density import spectral_density_of
+from lossbench.curvature.lanczos import (
+    block_top_eigenvalues_of,
+    eigenvalues_of,
+)
+from lossbench.curvature.operators import (
+    ggn_matvec,
+    loss_grad_and_hessian_matvec,
+    safe_divide,
+)
+from lossbench.curvature.trace import TRACE_METHODS, trace_of
+
+PyTree = Any
+CURVATURES = ("hessian", "ggn")
+
+
+def record_keys(cfg: Any, block_names: list[str] = ()) -> list[str]:
+    """The keys of a probe record for `cfg`, in order (they become parquet columns)."""
+    keys = ["loss", "grad_norm", "grad_curvature", "lambda_max", "lambda_min", "eig_ratio"]
+    keys += [f"eig_top_{i}" for i in range(1, cfg.top_k + 1)]
+    keys += [f"res_top_{i}" for i in range(1, cfg.top_k + 1)]
+    keys += [f"grad_overlap_{i}" for i in range(1, cfg.top_k + 1)]
+    keys += [f"eig_bottom_{i}" for i in range(1, cfg.bottom_k + 1)]
+    keys += [f"res_bottom_{i}" for i in range(1, cfg.bottom_k + 1)]
+    if cfg.trace_samples > 0:
+        keys += ["trace", "trace_sem"]
+    if cfg.density_samples > 0:
+        keys += ["neg_mass", "density_nodes", "density_weights"]
+    if cfg.per_layer:
+        keys += [f"layer_lambda_max/{name}" for name in block_names]
+    return keys
+
+
+def check_probe_config(cfg: Any, has_ggn_parts: bool) -> None:
+    """Raise ValueError naming the key, the value and what is allowed."""
+
+    def fail(key, value, allowed):
+        raise ValueError(f"probe.{key}={value!r} is not allowed: {allowed}")
+
+    if cfg.curvature not in CURVATURES:
+        fail("curvature", cfg.curvature, f"one of {CURVATURES}")
+    if cfg.curvature == "ggn" and not has_ggn_parts:
+        fail("curvature", cfg.curvature, "'ggn' needs predict and loss_on_outputs")
+    if cfg.trace_method not in TRACE_METHODS:
+        fail("trace_method", cfg.trace_method, f"one of {TRACE_METHODS}")
+    if cfg.lanczos_steps < 1:
+        fail("lanczos_steps", cfg.lanczos_steps, ">= 1")
+    for key in ("top_k", "bottom_k", "density_samples"):
+        if getattr(cfg, key) < 0:
+            fail(key, getattr(cfg, key), ">= 0")
+    if cfg.trace_samples != 0 and cfg.trace_samples < 2:
+        fail("trace_samples", cfg.trace_samples, "0 (off) or >= 2")
+    if cfg.density_samples > 0 and cfg.density_steps < 1:
+        fail("density_steps", cfg.density_steps, ">= 1")
+
+
+def make_probe(
+    cfg: Any,
+    loss_fn: Callable[[PyTree, Any], jax.Array],
+    predict: Callable[[PyTree, Any], PyTree] | None = None,
+    loss_on_outputs: Callable[[PyTree, Any], jax.Array] | None = None,
+) -> Callable:
+    """Build `probe(params, batch, key, v0=None) -> (record, v_next)`.
+
+    `cfg` has the fields of `lossbench.schema.ProbeConfig`. `loss_fn(params, batch)` is the
+    training loss; for `cfg.curvature == "ggn"` the curvature is the Gauss-Newton matrix of
+    `loss_on_outputs(predict(params, batch), batch)` (Schraudolph, 2002). `v0` warm-starts
+    Lanczos when `cfg.warm_start` (a zero pytree means a cold start, so a scan carry can start
+    at zeros); `v_next` is this probe's top eigenvector. The record is a flat dict of arrays,
+    keys as in `record_keys`: all scalars except `density_nodes` / `density_weights`
+    (density_samples, density_steps). Ritz values and residuals are described in
+    `eigenvalues_of`; `grad_curvature` is uᵀMu and `grad_overlap_i` is |⟨u, v_i⟩| for
+    u = g/‖g‖ (0 when g = 0); `eig_ratio` is λmin/λmax (0 when λmax = 0); `neg_mass` counts
+    nodes below -1e-3 · max|node|.
+    """
+    check_probe_config(cfg, predict is not None and loss_on_outputs is not None)
+    use_ggn = cfg.curvature == "ggn"
+
+    def probe(params, batch, key, v0=None):
+        loss_at = lambda p: loss_fn(p, batch)
+        if use_ggn:
+            loss, grad = jax.value_and_grad(loss_at)(params)
+            matvec = ggn_matvec(
+                lambda p: predict(p, batch), lambda out: loss_on_outputs(out, batch), params
+            )
+        else:
+            loss, grad, matvec = loss_grad_and_hessian_matvec(loss_at, params)
+        eig_key, trace_key, density_key, block_key = jax.random.split(key, 4)
+
+        eig = eigenvalues_of(
+            matvec,
+            params,
+            key=eig_key,
+            lanczos_steps=cfg.lanczos_steps,
+            top_k=max(cfg.top_k, 1),
+            bottom_k=cfg.bottom_k,
+            v0=v0 if cfg.warm_start else None,
+        )
+        grad_flat, unravel = ravel_pytree(grad)
+        grad_norm = jnp.linalg.norm(grad_flat)
+        direction = safe_divide(grad_flat, grad_norm)
+        grad_curvature = jnp.vdot(direction, ravel_pytree(matvec(unravel(direction)))[0])
+        top_flat = jax.vmap(lambda v: ravel_pytree(v)[0])(eig.top_vectors)
+
+        record = {
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "grad_curvature": grad_curvature,
+            "lambda_max": eig.lambda_max,
+            "lambda_min": eig.lambda_min,
+            "eig_ratio": safe_divide(eig.lambda_min, eig.lambda_max),
+        }
+        for i in range(cfg.top_k):
+            record[f"eig_top_{i + 1}"] = eig.top[i]
+            record[f"res_top_{i + 1}"] = eig.residuals_top[i]
+            record[f"grad_overlap_{i + 1}"] = jnp.abs(jnp.vdot(direction, top_flat[i]))
+        for i in range(cfg.bottom_k):
+            record[f"eig_bottom_{i + 1}"] = eig.bottom[i]
+            record[f"res_bottom_{i + 1}"] = eig.residuals_bottom[i]
+        if cfg.trace_samples > 0:
+            trace = trace_of(
+                matvec,
+                params,
+                key=trace_key,
+                samples=cfg.trace_samples,
+                method=cfg.trace_method,
+            )
+            record["trace"], record["trace_sem"] = trace.estimate, trace.sem
+        if cfg.density_samples > 0:
+            density = spectral_density_of(
+                matvec,
+                params,
+                key=density_key,
+                lanczos_steps=cfg.density_steps,
+                samples=cfg.density_samples,
+            )
+            record["neg_mass"] = density.negative_mass()
+            record["density_nodes"] = density.nodes
+            record["density_weights"] = density.weights
+        if cfg.per_layer:
+            blocks = block_top_eigenvalues_of(
+                matvec, params, key=block_key, lanczos_steps=cfg.lanczos_steps
+            )
+            record.update({f"layer_lambda_max/{name}": value for name, value in blocks.items()})
+        v_next = jax.tree_util.tree_map(lambda leaf: leaf[0], eig.top_vectors)
+        return record, v_next
+
+    return probe

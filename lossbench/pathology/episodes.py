@@ -1,0 +1,87 @@
+"""Episodes: runs of consecutive probes of one regime, per seed (the `events.parquet` rows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lossbench.pathology.regimes import REGIMES, STUCK
+
+EPISODE_COLUMNS = (
+    "seed",
+    "kind",  # the regime
+    "start_step",  # step of the episode's first probe
+    "end_step",  # step of the first probe after it; the last probe's step if it never ends
+    "n_probes",
+    "loss_entry",  # at the first probe
+    "loss_exit",  # at `end_step`
+    "lambda_min_entry",
+    "lambda_max_entry",
+    "grad_norm_entry",
+    "exited",  # a probe of another regime follows
+    "loss_drop",  # loss_entry - loss at the first probe after (NaN if not exited)
+    "escape_curvature",  # STUCK kinds that were left: lambda_min at the episode's last probe
+    "next_kind",  # regime of the first probe after ("" if not exited)
+)
+
+
+def _value(frame: pd.DataFrame, name: str, i: int) -> float:
+    return float(frame[name].iloc[i]) if name in frame.columns else float("nan")
+
+
+def episodes(probes_with_regime: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
+    """Consecutive probes of one regime (per seed) as one row each, every regime included.
+
+    All regimes become episodes, `descent` too, so that the rows of a seed tile its whole
+    probed timeline. Sorted by seed and start step. `cfg` is accepted for symmetry with
+    `classify` and not used: the episodes follow from the regimes alone.
+    """
+    del cfg
+    frame = probes_with_regime
+    if "regime" not in frame.columns:
+        raise KeyError("episodes() needs a `regime` column: call classify() first")
+    seeds = frame["seed"].to_numpy() if "seed" in frame.columns else np.zeros(len(frame), int)
+    rows = []
+    for seed in np.unique(seeds):
+        p = frame.iloc[np.flatnonzero(seeds == seed)].sort_values("step", kind="stable")
+        kinds = p["regime"].astype(str).to_numpy()
+        steps = p["step"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, kinds[1:] != kinds[:-1]])
+        ends = np.r_[starts[1:], len(p)]  # one past the last probe of each episode
+        for first, after in zip(starts, ends, strict=True):
+            last = after - 1
+            exited = after < len(p)
+            kind = kinds[first]
+            loss_entry = _value(p, "loss", first)
+            loss_after = _value(p, "loss", after) if exited else float("nan")
+            rows.append(
+                {
+                    "seed": seed.item() if hasattr(seed, "item") else seed,
+                    "kind": kind,
+                    "start_step": steps[first].item(),
+                    "end_step": steps[after if exited else last].item(),
+                    "n_probes": int(after - first),
+                    "loss_entry": loss_entry,
+                    "loss_exit": loss_after if exited else _value(p, "loss", last),
+                    "lambda_min_entry": _value(p, "lambda_min", first),
+                    "lambda_max_entry": _value(p, "lambda_max", first),
+                    "grad_norm_entry": _value(p, "grad_norm", first),
+                    "exited": bool(exited),
+                    "loss_drop": loss_entry - loss_after,
+                    "escape_curvature": (
+                        _value(p, "lambda_min", last) if exited and kind in STUCK else np.nan
+                    ),
+                    "next_kind": kinds[after] if exited else "",
+                }
+            )
+    return pd.DataFrame(rows, columns=list(EPISODE_COLUMNS))
+
+
+def summary_counts(episodes_frame: pd.DataFrame) -> dict[str, int]:
+    """Number of episodes of each regime (all seeds together); every regime is a key."""
+    counts = {kind: 0 for kind in REGIMES}
+    for kind, n in episodes_frame["kind"].value_counts().items():
+        counts[str(kind)] = int(n)
+    return counts

@@ -1,0 +1,182 @@
+"""Core: every option composes and trains; runs are reproducible; training lowers the loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO, compose_config, hydra_session, run_overrides
+
+from lossbench.problem import build_problem
+from lossbench.schema import freeze
+
+CONFIGS = REPO / "configs"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+NETWORK_MODELS = ["cnn", "deep_linear", "linear", "mlp"]
+NETWORK_INITS = [name for name in options("init") if name != "point"]
+
+
+def test_option_lists_are_complete():
+    assert set(NETWORK_MODELS) <= set(options("model"))
+    assert {"gd", "sgd", "adam", "adamw", "rmsprop", "adagrad", "lion"} <= set(options("optimizer"))
+    assert len(NETWORK_INITS) >= 14
+
+
+@pytest.mark.parametrize("optimizer", options("optimizer"))
+@pytest.mark.parametrize("model", NETWORK_MODELS)
+def test_every_model_init_optimizer_trains_a_few_steps(model, optimizer):
+    """The full product: one compiled chunk per model x optimizer, run from every init."""
+    import jax
+
+    from lossbench.train import TrainState, make_train
+
+    with hydra_session() as compose:
+        base = ["probe=off", "trainer.log_every=2", "trainer.batch_size=64", "model.widths=[16]"]
+        configs = {
+            init: freeze(compose([f"model={model}", f"optimizer={optimizer}", f"init={init}", *base]))
+            for init in NETWORK_INITS
+        }
+    problem = build_problem(configs["lecun_normal"])
+    trainer = make_train(problem, configs["lecun_normal"].trainer)
+    train = jax.device_put(problem.data.train)
+    test = jax.device_put(problem.data.test)
+    for init, cfg in configs.items():
+        init_params = jax.jit(jax.vmap(build_problem(cfg).init_params))
+        params = init_params(jax.random.split(jax.random.key(0), 1))
+        kernels = [
+            np.asarray(x)
+            for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
+            if "kernel" in jax.tree_util.keystr(path)
+        ]
+        if init == "zeros":
+            assert all(np.all(k == 0) for k in kernels)
+        else:
+            assert all(np.std(k) > 0 for k in kernels), init
+        state = TrainState(
+            params,
+            jax.vmap(problem.optimizer.tx.init)(params),
+            jax.random.split(jax.random.key(1), 1),
+            np.zeros(1, np.int32),
+            None,
+        )
+        state, out = trainer.chunk(state, train, test, {}, 4)
+        for name in ("loss", "grad_norm", "update_norm", "param_norm"):
+            assert np.isfinite(np.asarray(out["steps"][name])).all(), (init, name)
+        assert np.asarray(out["eval"]["test_loss"]).shape == (1, 2)
+
+
+def test_the_runner_trains_every_model(tmp_path):
+    for model in NETWORK_MODELS:
+        summary, run_dir = run_overrides(
+            tmp_path,
+            [f"model={model}", "probe=off", "trainer.steps=6", "trainer.log_every=2",
+             "trainer.chunk=6", "trainer.batch_size=64"],
+            model,
+        )
+        assert summary["status"] == "completed"
+        metrics = pd.read_parquet(run_dir / "metrics.parquet")
+        assert list(metrics.step) == [0, 2, 4]
+        assert np.isfinite(metrics[["loss", "grad_norm", "param_norm", "update_norm"]].values).all()
+        assert np.isfinite(summary["final_loss"])
+
+
+def test_full_product_of_model_init_optimizer_composes():
+    count = 0
+    with hydra_session() as compose:
+        for model in NETWORK_MODELS:
+            for init in NETWORK_INITS:
+                for optimizer in options("optimizer"):
+                    cfg = compose([f"model={model}", f"init={init}", f"optimizer={optimizer}"])
+                    names = (cfg.model.name, cfg.init.name, cfg.optimizer.name)
+                    assert names == (model, init, optimizer)
+                    count += 1
+    assert count == len(NETWORK_MODELS) * len(NETWORK_INITS) * len(options("optimizer"))
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    overrides = ["probe=off", "trainer.steps=40", "trainer.batch_size=32", "trainer.seed=3"]
+    _, first = run_overrides(tmp_path, overrides, "a")
+    _, second = run_overrides(tmp_path, overrides, "b")
+    _, other = run_overrides(tmp_path, [*overrides[:-1], "trainer.seed=4"], "c")
+    a, b, c = (pd.read_parquet(d / "metrics.parquet") for d in (first, second, other))
+    pd.testing.assert_frame_equal(a, b)
+    assert (first / "metrics.parquet").read_bytes() == (second / "metrics.parquet").read_bytes()
+    assert not np.allclose(a.loss.values, c.loss.values)
+
+
+@pytest.mark.parametrize(
+    ("data", "extra", "drop"),
+    [
+        ("digits", ["loss=cross_entropy"], 0.9),
+        ("blobs", ["loss=cross_entropy"], 0.5),
+        ("teacher", ["loss=mse"], 0.5),
+    ],
+)
+def test_training_lowers_the_loss(tmp_path, data, extra, drop):
+    summary, run_dir = run_overrides(
+        tmp_path, [f"data={data}", *extra, "probe=off", "trainer.steps=300", "model.widths=[32]"]
+    )
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    first, final = metrics.loss.iloc[0], summary["final_loss"]
+    assert final < (1 - drop) * first, (first, final)
+    assert summary["final_test_loss"] < metrics.test_loss.iloc[0]
+
+
+def test_seeds_are_vmapped_and_match_single_runs(tmp_path):
+    base = ["probe=off", "trainer.steps=20", "trainer.batch_size=32", "model.widths=[16]"]
+    _, together = run_overrides(tmp_path, [*base, "trainer.seed=5", "trainer.seeds=2"], "both")
+    _, alone = run_overrides(tmp_path, [*base, "trainer.seed=6"], "alone")
+    both = pd.read_parquet(together / "metrics.parquet")
+    single = pd.read_parquet(alone / "metrics.parquet")
+    assert sorted(both.seed.unique()) == [5, 6]
+    np.testing.assert_allclose(
+        both[both.seed == 6].loss.values, single.loss.values, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_metrics_rows_and_columns(tmp_path):
+    summary, run_dir = run_overrides(
+        tmp_path, ["probe=off", "trainer.steps=25", "trainer.log_every=5", "trainer.chunk=10"]
+    )
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    assert list(metrics.step) == [0, 5, 10, 15, 20]
+    for column in ("step", "seed", "loss", "grad_norm", "param_norm", "update_norm", "lr",
+                   "accuracy", "test_loss", "test_accuracy"):
+        assert column in metrics.columns
+    assert metrics.test_loss.notna().all()
+    assert summary["status"] == "completed" and summary["steps_completed"] == 25
+    assert set(summary["versions"]) >= {"jax", "flax", "optax", "matfree", "python"}
+
+
+def test_default_run_composes_to_mlp_on_digits():
+    cfg = compose_config([])
+    assert (cfg.data.name, cfg.model.name, cfg.loss.name) == ("digits", "mlp", "cross_entropy")
+    assert cfg.probe.every > 0
+
+
+def test_schedules_and_clipping(tmp_path):
+    for schedule in ("cosine", "warmup_cosine", "step"):
+        summary, run_dir = run_overrides(
+            tmp_path,
+            ["probe=off", "optimizer=sgd", "trainer.steps=20", "trainer.log_every=1",
+             "trainer.chunk=20", f"optimizer.schedule.name={schedule}",
+             "optimizer.schedule.warmup_steps=5", "optimizer.schedule.boundaries=[10]",
+             "optimizer.clip_norm=1.0", "optimizer.weight_decay=1e-4"],
+            schedule,
+        )
+        lr = pd.read_parquet(run_dir / "metrics.parquet").lr.values
+        assert summary["status"] == "completed"
+        if schedule == "warmup_cosine":
+            assert lr[0] == 0.0 and lr.max() == pytest.approx(0.1)
+        elif schedule == "step":
+            assert lr[0] == pytest.approx(0.1) and lr[-1] == pytest.approx(0.01)
+        else:
+            assert lr[0] == pytest.approx(0.1) and lr[-1] < lr[0]
+    assert Path(run_dir).exists()

@@ -1,0 +1,559 @@
+"""Ground-truth tests for lossbench.curvature: every figure against a dense `jax.hessian`.
+
+The reference is `eigh` of the dense Hessian (or Gauss-Newton matrix) of a small tanh MLP
+(1,244 parameters) trained a little, so its spectrum has both signs. Float64 runs inside the
+`x64` fixture only, so other test files keep JAX's float32 default. Compilation dominates the
+run time, so the jitted functions are defined once at module level and shared between tests.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+from flax import nnx
+from jax.flatten_util import ravel_pytree
+
+from lossbench import curvature as cv
+from lossbench.schema import ProbeConfig, freeze
+
+SIZES = (10, 32, 24, 4)
+LANCZOS_STEPS = 80
+BLOCK_NAMES = [f"layers/{i}/{leaf}" for i in range(3) for leaf in ("bias", "kernel")]
+
+
+def init_mlp(key, sizes=SIZES):
+    layers = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=False):
+        key, sub = jax.random.split(key)
+        kernel = jax.random.normal(sub, (fan_in, fan_out)) / np.sqrt(fan_in)
+        layers.append({"kernel": kernel, "bias": jnp.zeros(fan_out)})
+    return {"layers": layers}
+
+
+def predict(params, x):
+    for index, layer in enumerate(params["layers"]):
+        x = x @ layer["kernel"] + layer["bias"]
+        if index < len(params["layers"]) - 1:
+            x = jnp.tanh(x)
+    return x
+
+
+def cross_entropy(logits, labels):
+    log_probs = jax.nn.log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=1))
+
+
+def mse(outputs, targets):
+    return jnp.mean(jnp.sum((outputs - targets) ** 2, axis=-1))
+
+
+def probe_loss(params, batch):
+    x, labels = batch
+    return cross_entropy(predict(params, x), labels)
+
+
+def as_dtype(tree, dtype):
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), tree)
+
+
+def flat(tree):
+    return np.asarray(ravel_pytree(tree)[0])
+
+
+def flat_rows(tree_with_leading_axis):
+    return np.asarray(jax.vmap(lambda t: ravel_pytree(t)[0])(tree_with_leading_axis))
+
+
+def leading(tree, index):
+    return jax.tree_util.tree_map(lambda a: a[index], tree)
+
+
+@pytest.fixture
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """A trained-a-little MLP, its data and the dense Hessian's spectrum (float64, numpy)."""
+    with jax.enable_x64(True):
+        params = as_dtype(init_mlp(jax.random.PRNGKey(0)), jnp.float64)
+        key_x, key_y = jax.random.split(jax.random.PRNGKey(1))
+        x = jax.random.normal(key_x, (128, SIZES[0]), jnp.float64)
+        labels = jax.random.randint(key_y, (128,), 0, SIZES[-1])
+        grad = jax.jit(jax.grad(probe_loss))
+        for _ in range(50):
+            params = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, grad(params, (x, labels)))
+        flat_params, unravel = ravel_pytree(params)
+        hessian = jax.jit(jax.hessian(lambda f: probe_loss(unravel(f), (x, labels))))(flat_params)
+        hessian = np.asarray(hessian)
+        n = hessian.shape[0]
+        values = np.linalg.eigvalsh(hessian)
+        _, vectors = scipy.linalg.eigh(hessian, subset_by_index=[n - 5, n - 1])
+        return {
+            "params": jax.tree_util.tree_map(np.asarray, params),
+            "batch": (np.asarray(x), np.asarray(labels)),
+            "hessian": np.asarray(hessian),
+            "values": values,
+            "vectors": vectors,  # the top 5, ascending like values
+            "grad": flat(grad(params, (x, labels))),
+        }
+
+
+def inputs64(problem):
+    """Params and batch as float64 jax arrays (call inside the x64 fixture)."""
+    x, labels = problem["batch"]
+    return as_dtype(problem["params"], jnp.float64), (jnp.asarray(x), jnp.asarray(labels))
+
+
+def loss_at(batch):
+    return lambda p: probe_loss(p, batch)
+
+
+@jax.jit
+def eigen_80(params, batch, key):
+    return cv.hessian_eigenvalues(
+        loss_at(batch), params, key=key, lanczos_steps=LANCZOS_STEPS, top_k=5, bottom_k=3
+    )
+
+
+@jax.jit
+def eigen_15_both_residuals(params, batch, key, v0):
+    """15 steps: bottom pairs unconverged, so their residuals are large enough to compare."""
+    options = dict(key=key, lanczos_steps=15, top_k=3, bottom_k=3, v0=v0)
+    return (
+        cv.hessian_eigenvalues(loss_at(batch), params, residuals="lanczos", **options),
+        cv.hessian_eigenvalues(loss_at(batch), params, residuals="matvec", **options),
+    )
+
+
+def test_the_reference_spectrum_has_both_signs(problem):
+    values = problem["values"]
+    assert values[0] < -0.01 * values[-1] < 0 < values[-1]
+
+
+def test_hvp_and_matvecs_equal_dense_hessian_products(problem, x64):
+    params, batch = inputs64(problem)
+    unravel = ravel_pytree(params)[1]
+    v = jax.random.normal(jax.random.PRNGKey(2), (problem["hessian"].shape[0],), jnp.float64)
+
+    @jax.jit
+    def products(params, batch, v):
+        loss = loss_at(batch)
+        return (
+            cv.hvp(loss, params, unravel(v)),
+            cv.hessian_matvec(loss, params)(unravel(v)),
+            cv.hessian_matvec(loss, params, linearize=False)(unravel(v)),
+            cv.hvp(jax.jit(loss), params, unravel(v)),
+        )
+
+    for product in products(params, batch, v):
+        np.testing.assert_allclose(flat(product), problem["hessian"] @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_eigenvalues_float64_match_dense_eigh(problem, x64):
+    params, batch = inputs64(problem)
+    result, values = eigen_80(params, batch, jax.random.PRNGKey(3)), problem["values"]
+    lam_max, lam_min = values[-1], values[0]
+    assert result.top.dtype == jnp.float64
+    np.testing.assert_allclose(result.top, values[::-1][:5], rtol=1e-8)
+    np.testing.assert_allclose(result.lambda_max, lam_max, rtol=1e-8)
+    assert abs(result.lambda_min - lam_min) <= 1e-4 * abs(lam_min)
+    assert result.bottom[0] == result.lambda_min
+    np.testing.assert_allclose(result.bottom, values[:3], rtol=0, atol=1e-3 * lam_max)
+    # Ritz values are Rayleigh quotients: never below the true λmin (up to rounding), so a
+    # negative one is certain negative curvature.
+    assert np.all(np.asarray(result.bottom) >= lam_min - 1e-10 * lam_max)
+    assert result.lambda_min < 0
+    assert np.all(np.diff(result.top) <= 0) and np.all(np.diff(result.bottom) >= 0)
+
+
+def test_eigenvalues_float32_match_dense_eigh(problem):
+    x, labels = problem["batch"]
+    params, batch = as_dtype(problem["params"], jnp.float32), (jnp.asarray(x, jnp.float32), labels)
+    result = eigen_80(params, batch, jax.random.PRNGKey(3))
+    assert result.top.dtype == jnp.float32
+    np.testing.assert_allclose(result.top, problem["values"][::-1][:5], rtol=1e-3)
+    assert abs(result.lambda_min - problem["values"][0]) <= 1e-2 * abs(problem["values"][0])
+
+
+def test_ritz_vectors_and_residuals_match_dense(problem, x64):
+    params, batch = inputs64(problem)
+    hessian, lam_max = problem["hessian"], problem["values"][-1]
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)  # zero v0: a cold start
+    by_lanczos, by_matvec = eigen_15_both_residuals(params, batch, jax.random.PRNGKey(4), zeros)
+    np.testing.assert_array_equal(by_lanczos.top, by_matvec.top)
+    for result in (by_lanczos, by_matvec):
+        for values, vectors, reported in (
+            (result.top, result.top_vectors, result.residuals_top),
+            (result.bottom, result.bottom_vectors, result.residuals_bottom),
+        ):
+            rows = flat_rows(vectors)
+            np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1, rtol=1e-10)
+            rayleigh = np.einsum("kn,kn->k", rows, rows @ hessian)
+            np.testing.assert_allclose(rayleigh, values, rtol=1e-10)
+            dense = np.linalg.norm(rows @ hessian - np.asarray(values)[:, None] * rows, axis=1)
+            np.testing.assert_allclose(reported, dense, rtol=1e-4, atol=1e-10 * lam_max)
+        assert np.min(result.residuals_bottom) > 1e-4 * lam_max  # the comparison is not vacuous
+    top_dense = problem["vectors"][:, -1]
+    assert abs(flat_rows(by_lanczos.top_vectors)[0] @ top_dense) > 1 - 1e-6
+
+
+def test_warm_start_from_the_top_eigenvector_reduces_its_residual(problem, x64):
+    params, batch = inputs64(problem)
+    unravel = ravel_pytree(params)[1]
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    warm_vector = unravel(jnp.asarray(problem["vectors"][:, -1]))
+    for seed in range(3):
+        cold, _ = eigen_15_both_residuals(params, batch, jax.random.PRNGKey(seed), zeros)
+        warm, _ = eigen_15_both_residuals(params, batch, jax.random.PRNGKey(seed), warm_vector)
+        assert warm.residuals_top[0] < cold.residuals_top[0] / 10
+        # the random part of the start keeps the bottom of the spectrum in view
+        assert warm.lambda_min <= 0.9 * cold.lambda_min < 0
+
+
+@jax.jit
+def saddle_eigenvalues(origin, key):
+    saddle = lambda p: p["x"] ** 2 - p["y"] ** 2
+    return cv.hessian_eigenvalues(saddle, origin, key=key, lanczos_steps=80, top_k=2, bottom_k=2)
+
+
+def test_saddle_eigenvalues_are_exactly_plus_minus_two(x64):
+    """f(x, y) = x² - y² at the origin; steps clipped from 80 to 2."""
+    origin = {"x": jnp.zeros((), jnp.float64), "y": jnp.zeros((), jnp.float64)}
+    for seed in range(3):
+        result = saddle_eigenvalues(origin, jax.random.PRNGKey(seed))
+        np.testing.assert_allclose(result.top, [2, -2], rtol=1e-14)
+        np.testing.assert_allclose(result.bottom, [-2, 2], rtol=1e-14)
+        np.testing.assert_allclose(abs(result.top_vectors["x"][0]), 1, rtol=1e-14)
+        np.testing.assert_allclose(abs(result.bottom_vectors["y"][0]), 1, rtol=1e-14)
+        np.testing.assert_allclose(result.residuals_top, 0, atol=1e-14)
+
+
+def test_plain_float32_call_on_the_saddle():
+    saddle = lambda p: p["x"] ** 2 - p["y"] ** 2
+    origin = {"x": jnp.zeros(()), "y": jnp.zeros(())}
+    result = cv.hessian_eigenvalues(saddle, origin, key=jax.random.PRNGKey(0), top_k=2)
+    assert result.top.dtype == jnp.float32
+    np.testing.assert_allclose(result.top, [2, -2], rtol=1e-6)
+    np.testing.assert_allclose(result.bottom, [-2], rtol=1e-6)
+
+
+@jax.jit
+def degenerate_cases(key):
+    origin = {"x": jnp.zeros(()), "y": jnp.zeros(())}
+    bowl = lambda p: p["x"] ** 2 + p["y"] ** 2
+    flat_origin = lambda p: p["x"] ** 3 * p["y"] ** 2
+    return (
+        cv.hessian_eigenvalues(bowl, origin, key=key, lanczos_steps=10, top_k=2),
+        cv.hessian_eigenvalues(flat_origin, origin, key=key, lanczos_steps=10),
+        cv.spectral_density(bowl, origin, key=key, lanczos_steps=5, samples=3),
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_breakdown_gives_exact_values_not_nan(seed):
+    """Isotropic bowl (H = 2I) and a zero Hessian: the Krylov space is invariant after 1 step
+    (exactly, or up to rounding, depending on the start vector)."""
+    bowl, flat_origin, density = degenerate_cases(jax.random.PRNGKey(seed))
+    np.testing.assert_allclose([bowl.lambda_max, bowl.lambda_min, bowl.top[0]], 2, rtol=1e-6)
+    assert bowl.residuals_top[0] <= 1e-5
+    assert np.isnan(bowl.top[1])  # not in the Krylov space: reported as missing
+    assert flat_origin.lambda_max == 0 and flat_origin.lambda_min == 0
+    np.testing.assert_allclose(density.nodes, 2, rtol=1e-6)
+    np.testing.assert_allclose(density.weights.sum(), 1, rtol=1e-6)
+
+
+@jax.jit(static_argnums=(2, 3))
+def dense_trace(matrix, key, samples, method):
+    return cv.trace_of(lambda v: matrix @ v, matrix[0], key=key, samples=samples, method=method)
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "xtrace"])
+def test_trace_within_three_sem_and_sem_shrinks(problem, x64, method):
+    hessian, exact = jnp.asarray(problem["hessian"]), np.trace(problem["hessian"])
+    few = dense_trace(hessian, jax.random.PRNGKey(5), 10, method)
+    many = dense_trace(hessian, jax.random.PRNGKey(6), 100, method)
+    for result in (few, many):
+        assert result.sem > 0 and abs(result.estimate - exact) <= 3 * result.sem
+    assert many.sem < few.sem / 2
+
+
+def test_hessian_trace_of_the_mlp_within_three_sem(problem, x64):
+    params, batch = inputs64(problem)
+    result = jax.jit(lambda p, b, k: cv.hessian_trace(loss_at(b), p, key=k, samples=30))(
+        params, batch, jax.random.PRNGKey(7)
+    )
+    assert abs(result.estimate - np.trace(problem["hessian"])) <= 3 * result.sem
+
+
+def test_xtrace_is_exact_when_samples_cover_half_the_dimension(x64):
+    result = dense_trace(jnp.diag(jnp.arange(-2.0, 4.0)), jax.random.PRNGKey(0), 3, "xtrace")
+    np.testing.assert_allclose(result.estimate, 3.0, rtol=1e-12)
+    assert result.sem == 0
+
+
+def test_lanczos_quadrature_reproduces_moments(problem, x64):
+    """Gauss quadrature from m Lanczos steps is exact for polynomials of degree ≤ 2m - 1."""
+    hessian = jnp.asarray(problem["hessian"])
+    v = jax.random.rademacher(jax.random.PRNGKey(7), (hessian.shape[0],), jnp.float64)
+    nodes, weights = jax.jit(
+        lambda m, v: cv.lanczos_quadrature(lambda u: m @ u, v, lanczos_steps=10)
+    )(hessian, v)
+    np.testing.assert_allclose(weights.sum(), 1, rtol=1e-12)
+    q = np.asarray(v) / np.linalg.norm(v)
+    power = q
+    for degree in range(1, 8):
+        power = problem["hessian"] @ power
+        np.testing.assert_allclose(np.sum(weights * nodes**degree), q @ power, rtol=1e-8)
+
+
+def test_spectral_density_integrates_to_one_and_first_moment_is_trace_over_n(problem, x64):
+    params, batch = inputs64(problem)
+    values, samples = problem["values"], 8
+    density = jax.jit(
+        lambda p, b, k: cv.spectral_density(loss_at(b), p, key=k, lanczos_steps=30, samples=8)
+    )(params, batch, jax.random.PRNGKey(8))
+    assert density.nodes.shape == density.weights.shape == (samples, 30)
+    np.testing.assert_allclose(density.weights.sum(axis=1), 1 / samples, rtol=1e-12)
+    np.testing.assert_allclose(density.weights.sum(), 1, rtol=1e-12)
+    # Ritz values interlace: every node lies inside the spectrum.
+    slack = 1e-10 * values[-1]
+    assert np.all((density.nodes >= values[0] - slack) & (density.nodes <= values[-1] + slack))
+    sigma = 0.01 * (values[-1] - values[0])
+    grid = np.linspace(values[0] - 8 * sigma, values[-1] + 8 * sigma, 20001)
+    np.testing.assert_allclose(np.trapezoid(density.density(grid, sigma), grid), 1, rtol=1e-6)
+    # Each sample's first moment is a Hutchinson estimate of tr(H)/n (the exact per-sample
+    # identity is tested above); their mean must lie within a few standard errors.
+    per_sample = samples * np.sum(density.weights * density.nodes, axis=1)
+    sem = per_sample.std(ddof=1) / np.sqrt(samples)
+    assert abs(per_sample.mean() - values.mean()) <= 4 * sem
+    np.testing.assert_allclose(np.sum(density.weights * density.nodes), per_sample.mean())
+
+
+def test_negative_mass_counts_negative_eigenvalues_of_a_diagonal_quadratic():
+    """Rademacher probes give weight exactly 1/n to each eigenvalue of a diagonal matrix."""
+    diagonal = jnp.array([-3.0, -1.5, -0.5, -0.001, 0.0005, 0.7, 1.1, 2.0, 2.5, 3.0, 4.0, 5.0])
+    quadratic = lambda w: 0.5 * jnp.sum(diagonal * w**2)
+    density = jax.jit(
+        lambda w, k: cv.spectral_density(quadratic, w, key=k, lanczos_steps=12, samples=2)
+    )(jnp.ones(12), jax.random.PRNGKey(0))
+    np.testing.assert_allclose(np.sort(density.nodes[0]), diagonal, atol=1e-5)
+    np.testing.assert_allclose(density.weights, 1 / 24, rtol=1e-4)
+    np.testing.assert_allclose(density.negative_mass(tol=1e-3), 3 / 12, rtol=1e-4)
+    np.testing.assert_allclose(density.negative_mass(tol=0.0), 4 / 12, rtol=1e-4)
+
+
+def dense_ggn(problem, loss_on_outputs):
+    """Jᵀ H_out J with the dense Jacobian of the MLP outputs (128 × 4) and the dense Hessian
+    of the outer loss (call inside x64)."""
+    params, (x, _) = inputs64(problem)
+    flat_params, unravel = ravel_pytree(params)
+    jacobian = jax.jacfwd(lambda f: predict(unravel(f), x).reshape(-1))(flat_params)
+    outputs = predict(params, x)
+    output_hessian = jax.hessian(lambda o: loss_on_outputs(o.reshape(outputs.shape)))(
+        outputs.reshape(-1)
+    )
+    return jacobian.T @ output_hessian @ jacobian
+
+
+def outer_losses(labels):
+    targets = jax.nn.one_hot(labels, SIZES[-1], dtype=jnp.float64)
+    return {"mse": lambda o: mse(o, targets), "cross_entropy": lambda o: cross_entropy(o, labels)}
+
+
+@pytest.fixture(scope="module")
+def ggn_reference(problem):
+    """Dense Gauss-Newton matrices (MSE, cross-entropy), with the cross-entropy spectrum and
+    diagonal-block top eigenvalues."""
+    with jax.enable_x64(True):
+        labels = jnp.asarray(problem["batch"][1])
+        matrices = jax.jit(
+            lambda: {name: dense_ggn(problem, loss) for name, loss in outer_losses(labels).items()}
+        )()
+    matrices = {name: np.asarray(m) for name, m in matrices.items()}
+    return {
+        **matrices,
+        "values": np.linalg.eigvalsh(matrices["cross_entropy"]),
+        "blocks": dense_blocks_top(problem, matrices["cross_entropy"]),
+    }
+
+
+@pytest.mark.parametrize("outer", ["mse", "cross_entropy"])
+def test_ggn_matvec_equals_dense_jt_h_j(problem, ggn_reference, x64, outer):
+    params, (x, labels) = inputs64(problem)
+    loss_on_outputs = outer_losses(labels)[outer]
+    ggn = ggn_reference[outer]
+    unravel = ravel_pytree(params)[1]
+    v = jax.random.normal(jax.random.PRNGKey(9), (ggn.shape[0],), jnp.float64)
+    predict_at = lambda p: predict(p, x)
+    by_vp, by_matvec = jax.jit(
+        lambda p, v: (
+            cv.ggn_vp(predict_at, loss_on_outputs, p, unravel(v)),
+            cv.ggn_matvec(predict_at, loss_on_outputs, p)(unravel(v)),
+        )
+    )(params, v)
+    for product in (by_vp, by_matvec):
+        np.testing.assert_allclose(flat(product), ggn @ np.asarray(v), rtol=1e-10, atol=1e-13)
+    if outer == "cross_entropy":
+        values = ggn_reference["values"]
+        result = cv.ggn_eigenvalues(
+            predict_at, loss_on_outputs, params, key=jax.random.PRNGKey(10), lanczos_steps=60,
+            top_k=3,
+        )  # fmt: skip
+        np.testing.assert_allclose(result.top, values[::-1][:3], rtol=1e-8)
+        assert result.lambda_min >= -1e-10 * values[-1]  # positive semi-definite
+
+
+def dense_blocks_top(problem, matrix):
+    """Top eigenvalue of each diagonal block (one per parameter leaf) of a dense matrix."""
+    start, tops = 0, {}
+    for name, leaf in zip(BLOCK_NAMES, jax.tree_util.tree_leaves(problem["params"]), strict=True):
+        stop = start + leaf.size
+        tops[name] = np.linalg.eigvalsh(matrix[start:stop, start:stop])[-1]
+        start = stop
+    return tops
+
+
+def test_block_top_eigenvalues_equal_dense_diagonal_blocks(problem, x64):
+    params, batch = inputs64(problem)
+    blocks = jax.jit(
+        lambda p, b, k: cv.block_top_eigenvalues(
+            loss_at(b), p, key=k, lanczos_steps=LANCZOS_STEPS
+        )
+    )(params, batch, jax.random.PRNGKey(11))
+    assert list(blocks) == BLOCK_NAMES
+    for name, expected in dense_blocks_top(problem, problem["hessian"]).items():
+        np.testing.assert_allclose(blocks[name], expected, rtol=1e-8, err_msg=name)
+
+
+def test_block_names_of_flax_nnx_state():
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.layers = nnx.List([nnx.Linear(3, 4, rngs=rngs), nnx.Linear(4, 2, rngs=rngs)])
+
+    _, state = nnx.split(Net(nnx.Rngs(0)), nnx.Param)
+    names = [name for name, _, _ in cv.parameter_blocks(state)]
+    assert names == ["layers/0/bias", "layers/0/kernel", "layers/1/bias", "layers/1/kernel"]
+
+
+def probe_config(**overrides):
+    settings = dict(
+        lanczos_steps=LANCZOS_STEPS, top_k=3, bottom_k=2, trace_samples=20,
+        trace_method="hutchinson", density_samples=2, density_steps=20, per_layer=False,
+    )  # fmt: skip
+    settings.update(overrides)
+    return freeze(ProbeConfig(**settings))
+
+
+PROBE_CONFIG = probe_config()
+PROBE = cv.make_probe(PROBE_CONFIG, probe_loss)
+PROBE_JIT = jax.jit(PROBE)
+
+
+def test_probe_record_matches_dense_figures(problem, x64):
+    params, batch = inputs64(problem)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    record, v_next = PROBE_JIT(params, batch, jax.random.PRNGKey(12), zeros)
+    assert sorted(record) == sorted(cv.record_keys(PROBE_CONFIG))
+    values, vectors, hessian, grad = (problem[k] for k in ("values", "vectors", "hessian", "grad"))
+    np.testing.assert_allclose(record["loss"], probe_loss(params, batch), rtol=1e-12)
+    np.testing.assert_allclose(record["grad_norm"], np.linalg.norm(grad), rtol=1e-10)
+    np.testing.assert_allclose(
+        record["grad_curvature"], grad @ hessian @ grad / (grad @ grad), rtol=1e-10
+    )
+    np.testing.assert_allclose(record["lambda_max"], values[-1], rtol=1e-8)
+    assert abs(record["lambda_min"] - values[0]) <= 1e-4 * abs(values[0])
+    np.testing.assert_allclose(record["eig_ratio"], record["lambda_min"] / record["lambda_max"])
+    for i in range(1, 4):
+        np.testing.assert_allclose(record[f"eig_top_{i}"], values[-i], rtol=1e-8)
+        expected_overlap = abs(grad @ vectors[:, -i]) / np.linalg.norm(grad)
+        np.testing.assert_allclose(record[f"grad_overlap_{i}"], expected_overlap, atol=1e-6)
+        assert record[f"res_top_{i}"] <= 1e-8 * values[-1]
+    for i in range(1, 3):
+        assert abs(record[f"eig_bottom_{i}"] - values[i - 1]) <= 1e-3 * values[-1]
+        assert record[f"res_bottom_{i}"] >= 0
+    np.testing.assert_allclose(abs(flat(v_next) @ vectors[:, -1]), 1, atol=1e-8)
+    assert abs(record["trace"] - np.trace(hessian)) <= 3 * record["trace_sem"]
+    assert record["density_nodes"].shape == record["density_weights"].shape == (2, 20)
+    np.testing.assert_allclose(record["density_weights"].sum(), 1, rtol=1e-12)
+    expected_neg_mass = np.sum(
+        np.where(record["density_nodes"] < -1e-3 * np.abs(record["density_nodes"]).max(),
+                 record["density_weights"], 0)
+    )  # fmt: skip
+    assert 0 < record["neg_mass"] < 1
+    np.testing.assert_allclose(record["neg_mass"], expected_neg_mass, rtol=1e-12)
+
+
+def test_probe_under_jit_vmap_over_seeds_matches_unbatched_calls(problem, x64):
+    _, batch = inputs64(problem)
+    seeds = [as_dtype(init_mlp(jax.random.PRNGKey(s)), jnp.float64) for s in (20, 21)]
+    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *seeds)
+    keys = jax.random.split(jax.random.PRNGKey(13), 2)
+    # a warm start for seed 0, a cold one (zeros) for seed 1
+    v0 = jax.tree_util.tree_map(lambda a: a.at[1].set(0), stacked)
+    batched, v_next = jax.jit(jax.vmap(PROBE, in_axes=(0, None, 0, 0)))(stacked, batch, keys, v0)
+    assert sorted(batched) == sorted(cv.record_keys(PROBE_CONFIG))
+    for seed, params in enumerate(seeds):
+        record, v_single = PROBE_JIT(params, batch, keys[seed], leading(v0, seed))
+        scale = abs(float(record["lambda_max"]))
+        for name, value in record.items():
+            np.testing.assert_allclose(
+                batched[name][seed], value, rtol=1e-7, atol=1e-9 * scale, err_msg=name
+            )
+        overlap = flat(leading(v_next, seed)) @ flat(v_single)
+        np.testing.assert_allclose(abs(overlap), 1, atol=1e-9)
+    assert batched["lambda_max"][0] != batched["lambda_max"][1]
+
+
+def test_probe_at_a_zero_gradient_saddle_has_no_nan():
+    cfg = probe_config(
+        lanczos_steps=20, top_k=2, bottom_k=2, trace_samples=2, density_samples=1, per_layer=True
+    )
+    saddle = lambda p, batch: p["x"] ** 2 - p["y"] ** 2
+    origin = {"x": jnp.zeros(()), "y": jnp.zeros(())}
+    record, _ = jax.jit(cv.make_probe(cfg, saddle))(origin, None, jax.random.PRNGKey(0), None)
+    assert sorted(record) == sorted(cv.record_keys(cfg, ["x", "y"]))
+    for name, value in record.items():
+        assert np.all(np.isfinite(value)), name
+    assert record["grad_norm"] == 0 and record["grad_curvature"] == 0
+    assert record["grad_overlap_1"] == 0 and record["grad_overlap_2"] == 0
+    np.testing.assert_allclose([record["lambda_max"], record["lambda_min"]], [2, -2], rtol=1e-6)
+    np.testing.assert_allclose(record["eig_ratio"], -1, rtol=1e-6)
+    np.testing.assert_allclose(record["trace"], 0, atol=1e-6)
+    np.testing.assert_allclose(record["neg_mass"], 0.5, rtol=1e-6)
+    np.testing.assert_allclose(record["layer_lambda_max/x"], 2, rtol=1e-6)
+    np.testing.assert_allclose(record["layer_lambda_max/y"], -2, rtol=1e-6)
+
+
+def test_probe_with_gauss_newton_curvature_and_per_layer_blocks(problem, ggn_reference, x64):
+    params, batch = inputs64(problem)
+    ggn = ggn_reference["cross_entropy"]
+    cfg = probe_config(curvature="ggn", trace_samples=0, density_samples=0, per_layer=True)
+    probe = cv.make_probe(
+        cfg,
+        probe_loss,
+        predict=lambda p, b: predict(p, b[0]),
+        loss_on_outputs=lambda out, b: cross_entropy(out, b[1]),
+    )
+    record, _ = jax.jit(probe)(params, batch, jax.random.PRNGKey(16), None)
+    assert sorted(record) == sorted(cv.record_keys(cfg, BLOCK_NAMES))
+    grad = problem["grad"]
+    np.testing.assert_allclose(record["lambda_max"], ggn_reference["values"][-1], rtol=1e-8)
+    assert record["lambda_min"] >= -1e-10 * record["lambda_max"]
+    np.testing.assert_allclose(
+        record["grad_curvature"], grad @ ggn @ grad / (grad @ grad), rtol=1e-10
+    )
+    for name, expected in ggn_reference["blocks"].items():
+        np.testing.assert_allclose(record[f"layer_lambda_max/{name}"], expected, rtol=1e-8)
+
+
+def test_probe_config_errors_name_the_key():
+    with pytest.raises(ValueError, match="probe.curvature='ggn'"):
+        cv.make_probe(probe_config(curvature="ggn"), probe_loss)
+    with pytest.raises(ValueError, match="probe.trace_method='exact'"):
+        cv.make_probe(probe_config(trace_method="exact"), probe_loss)
+    with pytest.raises(ValueError, match="probe.trace_samples=1"):
+        cv.make_probe(probe_config(trace_samples=1), probe_loss)
