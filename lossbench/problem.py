@@ -76,17 +76,6 @@ def output_dim(loss: losses.Loss, data: Dataset) -> int:
     return 1
 
 
-def _check_fits(loss: losses.Loss, data: Dataset):
-    if data.task == "surface":
-        return
-    if loss.task != data.task:
-        raise ConfigError(
-            "loss.name", loss.name,
-            f"it fits {loss.task} tasks; data {data.name!r} is {data.task}: "
-            f"use one of {losses.losses_for(data.task)}",
-        )
-
-
 def _supervised_objective(model: Model, loss: losses.Loss, loss_cfg, data: Dataset):
     takes = loss.properties.takes
 
@@ -120,20 +109,15 @@ def _surface_objective(model: Model):
 
 
 def _weight_penalty(loss_cfg) -> Callable | None:
-    if loss_cfg.l1 < 0 or loss_cfg.l2 < 0:
-        key = "loss.l1" if loss_cfg.l1 < 0 else "loss.l2"
-        raise ConfigError(key, getattr(loss_cfg, key.split(".")[1]), "a number >= 0")
     if not (loss_cfg.l1 or loss_cfg.l2):
         return None
-    from lossbench.losses import penalty
-
-    return lambda params: penalty(params, loss_cfg)
+    return lambda params: losses.penalty(params, loss_cfg)
 
 
 def build_problem(cfg) -> Problem:
     """Check and build everything a run needs from the (frozen) config."""
     data = make_dataset(cfg.data)
-    loss = losses.get_loss(cfg.loss.name)
+    loss = losses.check_loss_config(cfg.loss)
     if data.task == "surface":
         model = make_model(cfg.model, data, 1)
         if model.kind != "surface":
@@ -145,7 +129,7 @@ def build_problem(cfg) -> Problem:
                 "data.name", cfg.data.name,
                 f"none for the analytic surface {cfg.model.name!r} (data=none)",
             )
-        _check_fits(loss, data)
+        losses.check_fits(loss.name, data.task)
         model = make_model(cfg.model, data, output_dim(loss, data))
         predict, loss_on_outputs, output_metrics = _supervised_objective(
             model, loss, cfg.loss, data

@@ -1,0 +1,103 @@
+"""Diagnose a run from its files: regimes per probe, episodes, counts; also after the fact.
+
+    lossbench diagnose RUN_DIR [detect.grad_tol=1e-2 ...]
+
+reads the run's `probes.parquet` and `metrics.parquet` (never the model), classifies every
+probe with `lossbench.pathology`, rewrites the `regime` column of `probes.parquet`, writes
+`events.parquet`, and records the counts and the thresholds used in `summary.json`. A run
+without probes is diagnosed from its metrics rows alone (first-order regimes only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from lossbench import pathology
+from lossbench.results import EVENTS_FILE, METRICS_FILE, PROBES_FILE, SUMMARY_FILE, RunWriter
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+
+
+def diagnose_run(run_dir, detect, summary: dict | None = None, *, print_table=False) -> dict:
+    """Classify a finished run's probes; write events and regimes; return the updated summary."""
+    run_dir = Path(run_dir)
+    metrics = _read(run_dir / METRICS_FILE)
+    probes = _read(run_dir / PROBES_FILE)
+    source = "probes" if not probes.empty else "metrics"
+    records = probes if not probes.empty else metrics
+    if summary is None:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    if records.empty:
+        return summary
+    classified, events, counts = pathology.diagnose(
+        records.drop(columns=["regime"], errors="ignore"), metrics, detect
+    )
+    if source == "probes":
+        classified.to_parquet(run_dir / PROBES_FILE, index=False)
+    RunWriter(run_dir).write_events(events)
+    summary["events"] = counts
+    summary["diagnosed_from"] = source
+    summary["detect"] = _as_dict(detect)
+    summary["final_regime"] = {
+        str(seed): str(group.sort_values("step").regime.iloc[-1])
+        for seed, group in classified.groupby("seed")
+    }
+    if print_table and not events.empty:
+        from rich.console import Console
+
+        Console().print(pathology.timeline_table(events))
+    return summary
+
+
+def _as_dict(detect) -> dict:
+    if dataclasses.is_dataclass(detect):
+        return {f.name: getattr(detect, f.name) for f in dataclasses.fields(detect)}
+    return dict(detect)
+
+
+def load_detect(run_dir: Path, overrides: list[str]):
+    """The run's `detect` config with `detect.key=value` overrides, type-checked by the schema."""
+    from omegaconf import OmegaConf
+
+    from lossbench.schema import DetectConfig
+
+    detect = OmegaConf.structured(DetectConfig)
+    saved = run_dir / ".hydra" / "config.yaml"
+    if saved.exists():
+        detect = OmegaConf.merge(detect, OmegaConf.load(saved).get("detect", {}))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("detect."):
+            raise ValueError(f"override {item!r} is not allowed: detect.KEY=VALUE")
+        detect = OmegaConf.merge(detect, OmegaConf.from_dotlist([f"{key[7:]}={value}"]))
+    return OmegaConf.to_object(detect)
+
+
+def diagnose_main(argv: list[str]) -> int:
+    """`lossbench diagnose RUN_DIR [detect.k=v ...]`: re-diagnose saved results, no retraining."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: lossbench diagnose RUN_DIR [detect.KEY=VALUE ...]", file=sys.stderr)
+        return 2
+    run_dir = Path(argv[0])
+    if not (run_dir / SUMMARY_FILE).exists():
+        print(f"error: RUN_DIR={str(run_dir)!r} is not allowed: a run directory "
+              f"(with {SUMMARY_FILE})", file=sys.stderr)
+        return 2
+    try:
+        detect = load_detect(run_dir, argv[1:])
+    except (ValueError, OmegaConfBaseException) as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    summary = diagnose_run(run_dir, detect, print_table=True)
+    RunWriter(run_dir).write_summary(summary)
+    print(pathology.format_timeline(_read(run_dir / EVENTS_FILE)))
+    return 0
