@@ -17,8 +17,12 @@ EXIT_BAD_CONFIG = 2
 
 
 def _fail(message: str, run_dir: Path | None = None) -> None:
+    """One line on stderr, no run directory left behind (nor the empty dated dirs above it)."""
     if run_dir is not None and run_dir.exists():
         shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in list(run_dir.parents)[:2]:
+            if parent.exists() and not any(parent.iterdir()):
+                parent.rmdir()
     print(f"error: {message}", file=sys.stderr)
     sys.exit(EXIT_BAD_CONFIG)
 
@@ -34,24 +38,13 @@ def _task(cfg) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         config = OmegaConf.to_object(cfg)
-        summary = run(config, run_dir, on_summary=_diagnose_hook(config))
+        summary = run(config, run_dir)
     except ConfigError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         _fail(str(exc), run_dir)
         return
     _print_summary(summary, run_dir)
-
-
-def _diagnose_hook(config):
-    def hook(summary, run_dir):
-        try:
-            from lossbench.diagnosis import diagnose_run
-        except ImportError:  # pragma: no cover - before the pathology module exists
-            return summary
-        return diagnose_run(run_dir, config.detect, summary, print_table=True)
-
-    return hook
 
 
 def _print_summary(summary: dict, run_dir: Path) -> None:

@@ -55,20 +55,47 @@ def _standardize(train_x, test_x):
     return (train_x - mean) / std, (test_x - mean) / std
 
 
+def _exactly(fraction, n, rng):
+    """A boolean mask with exactly round(fraction * n) entries set, at random places."""
+    mask = np.zeros(n, dtype=bool)
+    mask[rng.choice(n, int(round(fraction * n)), replace=False)] = True
+    return mask
+
+
 def _flip_labels(y, fraction, classes, rng):
-    """Replace a `fraction` of labels by a different class drawn uniformly."""
+    """Replace exactly round(fraction * n) labels by a different class drawn uniformly.
+
+    Returns the labels and the indices flipped.
+    """
     y = y.copy()
-    flip = rng.random(len(y)) < fraction
+    flip = _exactly(fraction, len(y), rng)
     y[flip] = (y[flip] + rng.integers(1, classes, flip.sum())) % classes
-    return y
+    return y, np.flatnonzero(flip)
 
 
 def _corrupt_targets(y, fraction, scale, rng):
-    """Add +-scale standard deviations to a `fraction` of regression targets (gross outliers)."""
+    """Add +-scale standard deviations to exactly round(fraction * n) regression targets.
+
+    Gross outliers, each output coordinate with its own random sign. Returns the targets and
+    the indices corrupted.
+    """
     y = y.copy()
-    hit = rng.random(len(y)) < fraction
+    hit = _exactly(fraction, len(y), rng)
     y[hit] += scale * y.std(0) * rng.choice([-1.0, 1.0], size=(hit.sum(), y.shape[1]))
-    return y
+    return y, np.flatnonzero(hit)
+
+
+def _check_corruption(cfg, name, task):
+    """data.label_noise / data.outlier_fraction: fractions, and only where they act."""
+    for key, applies, what in (
+        ("label_noise", "classification", "it flips class labels"),
+        ("outlier_fraction", "regression", "it corrupts regression targets"),
+    ):
+        value = getattr(cfg, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"data.{key}", value, "a fraction in [0, 1]")
+        if value > 0 and task != applies:
+            raise ConfigError(f"data.{key}", value, f"0 for {task} data {name!r} ({what})")
 
 
 def _finish(name, task, x, y, cfg, rng, *, num_classes=None, image_shape=None, info=None):
@@ -77,14 +104,12 @@ def _finish(name, task, x, y, cfg, rng, *, num_classes=None, image_shape=None, i
     (xtr, ytr), (xte, yte) = _split(x, y, cfg, rng)
     if cfg.standardize:
         xtr, xte = _standardize(xtr, xte)
-    if task == "classification" and cfg.label_noise > 0:
-        if not 0.0 <= cfg.label_noise <= 1.0:
-            raise ConfigError("data.label_noise", cfg.label_noise, "a fraction in [0, 1]")
-        ytr = _flip_labels(ytr, cfg.label_noise, num_classes, rng)
-    if task == "regression" and cfg.outlier_fraction > 0:
-        if not 0.0 <= cfg.outlier_fraction <= 1.0:
-            raise ConfigError("data.outlier_fraction", cfg.outlier_fraction, "a fraction in [0, 1]")
-        ytr = _corrupt_targets(ytr, cfg.outlier_fraction, cfg.outlier_scale, rng)
+    _check_corruption(cfg, name, task)
+    info = dict(info or {})
+    if cfg.label_noise > 0:
+        ytr, info["corrupted"] = _flip_labels(ytr, cfg.label_noise, num_classes, rng)
+    if cfg.outlier_fraction > 0:
+        ytr, info["corrupted"] = _corrupt_targets(ytr, cfg.outlier_fraction, cfg.outlier_scale, rng)
     label_dtype = np.int32 if task == "classification" else np.float32
     return Dataset(
         name=name,
@@ -93,7 +118,7 @@ def _finish(name, task, x, y, cfg, rng, *, num_classes=None, image_shape=None, i
         test={"x": xte.astype(np.float32), "y": yte.astype(label_dtype)},
         num_classes=num_classes,
         image_shape=image_shape,
-        info=info or {},
+        info=info,
     )
 
 
@@ -203,18 +228,23 @@ def linear_teacher(cfg) -> Dataset:
     v, _ = np.linalg.qr(rng.normal(size=(d, d)))
     a = u @ np.diag(s) @ v.T
     y = x @ a.T + cfg.noise * rng.normal(size=(n, d))
+    info = {"singular_values": s.tolist()}
+    _check_corruption(cfg, "linear_teacher", "regression")
+    if cfg.outlier_fraction > 0:
+        y, info["corrupted"] = _corrupt_targets(y, cfg.outlier_fraction, cfg.outlier_scale, rng)
     ds = Dataset(
         name="linear_teacher",
         task="regression",
         train={"x": x.astype(np.float32), "y": y.astype(np.float32)},
         test={},
-        info={"singular_values": s.tolist()},
+        info=info,
     )
     return ds
 
 
 def no_data(cfg) -> Dataset:
     """For analytic surfaces: the parameters are the point, there is no data."""
+    _check_corruption(cfg, "none", "surface")
     return Dataset(name="none", task="surface", train={}, test={})
 
 
@@ -231,6 +261,32 @@ DATASETS: dict[str, Callable] = {
     "diabetes": _sklearn_table("load_diabetes", "regression"),
     "none": no_data,
 }
+
+
+def _task_dataset(name: str) -> Callable:
+    """A builder from `lossbench.tasks.datasets` (embedding, sequence, multitask), imported late."""
+
+    def load(cfg) -> Dataset:
+        from lossbench.tasks.datasets import TASK_DATASETS
+
+        return TASK_DATASETS[name](cfg)
+
+    return load
+
+
+DATASETS.update(
+    {
+        name: _task_dataset(name)
+        for name in (
+            "digit_pairs",
+            "digit_triplets",
+            "digit_views",
+            "digit_metric",
+            "ctc_synthetic",
+            "digits_multitask",
+        )
+    }
+)
 
 
 def make_dataset(cfg) -> Dataset:

@@ -145,11 +145,23 @@ def _cnn(cfg, dataset, out_dim, rngs):
     return CNN(dataset.image_shape, list(cfg.channels), out_dim, cfg.activation, rngs=rngs)
 
 
+def _task_network(name: str) -> Callable:
+    """A builder from `lossbench.tasks.models` (embedding, sequence, multitask), imported late."""
+
+    def build(cfg, dataset, out_dim, rngs):
+        from lossbench.tasks.models import TASK_NETWORKS
+
+        return TASK_NETWORKS[name](cfg, dataset, out_dim, rngs)
+
+    return build
+
+
 NETWORKS: dict[str, Callable] = {
     "linear": _linear,
     "mlp": _mlp,
     "deep_linear": _deep_linear,
     "cnn": _cnn,
+    **{name: _task_network(name) for name in ("embedding_mlp", "seq_conv", "multihead_mlp")},
 }
 
 

@@ -134,3 +134,6 @@ def make_optimizer(cfg, steps: int) -> Optimizer:
     parts.append(builder(cfg, schedule))
     tx = optax.with_extra_args_support(optax.chain(*parts) if len(parts) > 1 else parts[0])
     return Optimizer(tx, schedule, cfg.name, float(cfg.momentum), bool(cfg.nesterov))
+
+
+from lossbench import escape  # noqa: E402,F401  (registers pgd, noisy_gd, sam, saddle_free_newton)

@@ -16,9 +16,12 @@ import jax.numpy as jnp
 from lossbench import losses
 from lossbench.data import Dataset, make_dataset
 from lossbench.initializers import make_init
-from lossbench.models import Model, make_model
+from lossbench.models import Model, make_model, surface_names
 from lossbench.optimizers import Optimizer, make_optimizer
 from lossbench.schema import ConfigError
+from lossbench.tasks import TASKS, build_task
+
+SUPERVISED_MODELS = ("linear", "mlp", "deep_linear", "cnn")  # classification / regression
 
 
 @dataclass(frozen=True)
@@ -123,18 +126,30 @@ def build_problem(cfg) -> Problem:
         if model.kind != "surface":
             raise ConfigError("model.name", cfg.model.name, "a surface model when data=none")
         predict, loss_on_outputs, output_metrics = _surface_objective(model)
+        init_params = make_init(cfg.init, model)
+    elif data.task in TASKS:  # embedding, sequence, multitask: lossbench.tasks
+        task = build_task(cfg, data, loss)
+        model, init_params = task.model, task.init_params
+        predict, loss_on_outputs, output_metrics = (
+            task.predict, task.loss_on_outputs, task.output_metrics
+        )
     else:
-        if cfg.model.name not in ("linear", "mlp", "deep_linear", "cnn"):
+        losses.check_fits(loss.name, data.task)
+        if cfg.model.name in surface_names():
             raise ConfigError(
                 "data.name", cfg.data.name,
                 f"none for the analytic surface {cfg.model.name!r} (data=none)",
             )
-        losses.check_fits(loss.name, data.task)
+        if cfg.model.name not in SUPERVISED_MODELS:
+            raise ConfigError(
+                "model.name", cfg.model.name,
+                f"a model for {data.task} data {data.name!r}: {list(SUPERVISED_MODELS)}",
+            )
         model = make_model(cfg.model, data, output_dim(loss, data))
         predict, loss_on_outputs, output_metrics = _supervised_objective(
             model, loss, cfg.loss, data
         )
-    init_params = make_init(cfg.init, model)
+        init_params = make_init(cfg.init, model)
 
     _check_trainer(cfg.trainer, data)
     optimizer = make_optimizer(cfg.optimizer, cfg.trainer.steps)

@@ -45,12 +45,13 @@ def versions() -> dict[str, str]:
 
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Fixed dtypes (step/seed int64, figures float64) so streamed row groups share a schema."""
+    """Fixed dtypes (integers int64, figures float64) so streamed row groups share a schema."""
     frame = frame.copy()
     for column in frame.columns:
-        if column in ("step", "seed"):
+        kind = frame[column].dtype.kind
+        if column in ("step", "seed") or kind in "iu":
             frame[column] = frame[column].astype("int64")
-        elif frame[column].dtype.kind in "biuf":
+        elif kind == "f":
             frame[column] = frame[column].astype("float64")
     return frame
 

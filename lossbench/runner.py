@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pandas as pd
 
+from lossbench.diagnosis import diagnose_run
 from lossbench.problem import Problem, build_problem
 from lossbench.results import RunWriter, versions
 from lossbench.schema import ConfigError, freeze
@@ -161,10 +162,24 @@ def _progress(enabled: bool, total: int) -> Iterator:
         yield lambda **kw: progress.update(task, **kw)
 
 
-def run(cfg, run_dir: str | Path, *, on_summary=None) -> dict:
-    """Train as `cfg` says, writing DESIGN's files into `run_dir`. Returns the summary."""
+def _record_config(cfg, run_dir: Path) -> None:
+    """Outside Hydra (notebooks, tests), write the config where Hydra would: .hydra/config.yaml."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+def run(cfg, run_dir: str | Path) -> dict:
+    """Train as `cfg` says, writing DESIGN's files into `run_dir`. Returns the summary.
+
+    `cfg` is the typed config (`lossbench.schema.Config`, as `OmegaConf.to_object` gives it).
+    """
     t_start = time.perf_counter()
-    cfg = freeze(cfg)
+    run_dir = Path(run_dir)
+    schema_cfg, cfg = cfg, freeze(cfg)
     problem = build_problem(cfg)
     length = chunk_length(cfg)
     probe_fn = make_probe_fn(cfg, problem)
@@ -173,6 +188,7 @@ def run(cfg, run_dir: str | Path, *, on_summary=None) -> dict:
     seed_ids = list(range(t.seed, t.seed + t.seeds))
 
     writer = RunWriter(run_dir)
+    _record_config(schema_cfg, run_dir)
     status, error = "completed", None
     divergence = _Divergence(t.seeds, t.blowup)
     first_probe_after = [False] * t.seeds
@@ -231,8 +247,8 @@ def run(cfg, run_dir: str | Path, *, on_summary=None) -> dict:
         if t.save_params:
             writer.save_params(jax.device_get(state.params))
     writer.close()
-    if on_summary is not None:
-        summary = on_summary(summary, Path(run_dir))
+    if error is None:
+        summary = diagnose_run(run_dir, cfg.detect, summary, print_table=t.progress)
     summary["wall_time_s"] = time.perf_counter() - t_start
     if error is not None:
         summary["error"] = f"{type(error).__name__}: {error}"

@@ -49,8 +49,8 @@ def run_overrides(tmp_path: Path, overrides: list[str], name: str = "run") -> tu
 
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None):
     """Run the `lossbench` console script in a subprocess."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    full_env.update(env or {})
     exe = Path(sys.executable).parent / "lossbench"
     return subprocess.run(
         [str(exe), *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=600

@@ -1,8 +1,8 @@
 """Extreme eigenvalues of curvature matrices by Lanczos with full reorthogonalisation.
 
 Lanczos (1950); the iteration is matfree's full-reorthogonalisation Arnoldi, the engine of
-`decomp.tridiag_sym(reortho="full")` (Krämer et al., 2024). Everything is a pure function of arrays: it runs under `jax.jit`,
-`jax.vmap` and inside `lax.scan`, in float32 or float64.
+`decomp.tridiag_sym(reortho="full")` (Krämer et al., 2024). Everything is a pure function of
+arrays: it runs under `jax.jit`, `jax.vmap` and inside `lax.scan`, in float32 or float64.
 """
 
 from __future__ import annotations
@@ -63,10 +63,10 @@ def lanczos(
     arnoldi = decomp.hessenberg(num_steps, reortho="full", custom_vjp=False)
     basis, hessenberg, residual, _ = arnoldi(matvec_flat, start)
     # A step is valid while its basis vector is finite, came from a beta well above rounding
-    # (Kahan-Parlett "twice is enough": beta_j > 100 eps ‖A q_j‖; below it the new vector is
-    # rounding noise) and is orthonormal to the earlier ones. matfree divides by beta = 0 on an
-    # exact breakdown (NaN rows) and normalises rounding noise on a near one. A NaN matvec
-    # (diverged params) leaves T[0, 0] NaN, which is reported as such.
+    # (beta_j > 100 eps ‖A q_j‖, Kahan's "twice is enough" test, Parlett 1998 §6.9: below it
+    # the new vector is rounding noise) and is orthonormal to the earlier ones. matfree
+    # divides by beta = 0 on an exact breakdown (NaN rows) and normalises rounding noise on a
+    # near one. A NaN matvec (diverged params) leaves T[0, 0] NaN, which is reported as such.
     eps = jnp.finfo(basis.dtype).eps
     betas = jnp.append(jnp.diagonal(hessenberg, -1), jnp.linalg.norm(residual))
     image_norms = jnp.sqrt(jnp.sum(jnp.triu(hessenberg) ** 2, axis=0) + betas**2)  # ‖A q_j‖
@@ -83,7 +83,9 @@ def lanczos(
     tridiagonal = upper + jnp.triu(hessenberg, 1).T
     tridiagonal = jnp.where(valid[:, None] & valid[None, :], tridiagonal, 0)
     residual_norm = betas[jnp.maximum(size - 1, 0)]
-    return LanczosDecomposition(jnp.where(valid[:, None], basis, 0), tridiagonal, size, residual_norm)
+    return LanczosDecomposition(
+        jnp.where(valid[:, None], basis, 0), tridiagonal, size, residual_norm
+    )
 
 
 def ritz_values_and_vectors(decomposition: LanczosDecomposition):

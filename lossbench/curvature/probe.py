@@ -14,13 +14,11 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from lossbench.curvature.density import spectral_density_of
-from lossbench.curvature.lanczos import (
-    block_top_eigenvalues_of,
-    eigenvalues_of,
-)
+from lossbench.curvature.lanczos import block_top_eigenvalues_of, eigenvalues_of
 from lossbench.curvature.operators import (
     ggn_matvec,
     loss_grad_and_hessian_matvec,
+    parameter_blocks,
     safe_divide,
 )
 from lossbench.curvature.trace import TRACE_METHODS, trace_of
@@ -29,8 +27,11 @@ PyTree = Any
 CURVATURES = ("hessian", "ggn")
 
 
-def record_keys(cfg: Any, block_names: list[str] = ()) -> list[str]:
-    """The keys of a probe record for `cfg`, in order (they become parquet columns)."""
+def record_keys(cfg: Any, params_like: PyTree = None) -> list[str]:
+    """The keys of a probe record for `cfg` (they become parquet columns); the per-layer keys
+    need `params_like` (any pytree shaped like the parameters). A jitted record's dict comes
+    back with its keys sorted; `jax.eval_shape(probe, ...)` gives keys, shapes and dtypes."""
+    block_names = [name for name, _, _ in parameter_blocks(params_like)] if cfg.per_layer else []
     keys = ["loss", "grad_norm", "grad_curvature", "lambda_max", "lambda_min", "eig_ratio"]
     keys += [f"eig_top_{i}" for i in range(1, cfg.top_k + 1)]
     keys += [f"res_top_{i}" for i in range(1, cfg.top_k + 1)]
@@ -41,8 +42,7 @@ def record_keys(cfg: Any, block_names: list[str] = ()) -> list[str]:
         keys += ["trace", "trace_sem"]
     if cfg.density_samples > 0:
         keys += ["neg_mass", "density_nodes", "density_weights"]
-    if cfg.per_layer:
-        keys += [f"layer_lambda_max/{name}" for name in block_names]
+    keys += [f"layer_lambda_max/{name}" for name in block_names]
     return keys
 
 
@@ -84,9 +84,10 @@ def make_probe(
     at zeros); `v_next` is this probe's top eigenvector. The record is a flat dict of arrays,
     keys as in `record_keys`: all scalars except `density_nodes` / `density_weights`
     (density_samples, density_steps). Ritz values and residuals are described in
-    `eigenvalues_of`; `grad_curvature` is uᵀMu and `grad_overlap_i` is |⟨u, v_i⟩| for
-    u = g/‖g‖ (0 when g = 0); `eig_ratio` is λmin/λmax (0 when λmax = 0); `neg_mass` counts
-    nodes below -1e-3 · max|node|.
+    `eigenvalues_of` (residuals by the free Lanczos formula; an `eig_*_k` that the Krylov space
+    cannot supply, e.g. k > number of parameters, is NaN); `grad_curvature` is uᵀMu and
+    `grad_overlap_i` is |⟨u, v_i⟩| for u = g/‖g‖ (0 when g = 0); `eig_ratio` is λmin/λmax
+    (0 when λmax = 0); `neg_mass` counts nodes below -1e-3 · max|node|.
     """
     check_probe_config(cfg, predict is not None and loss_on_outputs is not None)
     use_ggn = cfg.curvature == "ggn"

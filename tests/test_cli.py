@@ -1,0 +1,83 @@
+"""The command line: bad input, sweeps loaded back as one frame, subcommands."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from conftest import cli
+
+from lossbench.analysis import load_run, load_sweep, run_dirs
+
+FAST = ["trainer.progress=false", "trainer.save_params=false"]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optimizer.lr=-1", "error: optimizer.lr=-1.0 is not allowed: a number > 0"),
+        ("trainer.steps=0", "error: trainer.steps=0 is not allowed: a positive integer"),
+        ("trainer.batch_size=5000", "error: trainer.batch_size=5000 is not allowed: null (full "
+         "batch) or an integer in [1, 1438]"),
+        ("data=teacher", "error: loss.name='cross_entropy' is not allowed: fits classification; "
+         "losses for regression: ["),
+    ],
+)
+def test_bad_values_give_one_line_and_leave_no_run_dir(tmp_path, override, expected):
+    result = cli(*override.split(), *FAST, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optimizer=foo", "Could not find 'optimizer/foo'"),
+        ("optimizer.lrr=0.1", "Key 'lrr' not in 'OptimizerConfig'"),
+        ("optimizer.lr=abc", "Value 'abc' of type 'str' could not be converted to Float"),
+    ],
+)
+def test_unknown_options_and_wrong_types_fail_at_compose(tmp_path, override, expected):
+    result = cli(override, *FAST, cwd=tmp_path)
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_full_error_shows_the_traceback(tmp_path):
+    result = cli("optimizer.lr=-1", *FAST, cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_four_run_sweep_loads_as_one_frame(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = cli(
+        "-m", "optimizer=sgd,adam", "optimizer.lr=0.01,0.1", "probe=off", "trainer.steps=30",
+        "trainer.log_every=10", "model.widths=[16]", f"hydra.sweep.dir={sweep}", *FAST,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(run_dirs(sweep)) == 4
+    frame = load_sweep(sweep)
+    assert len(frame) == 4 * 3
+    runs = frame.groupby("run")[["optimizer.name", "optimizer.lr"]].first()
+    assert sorted(map(tuple, runs.values.tolist())) == [
+        ("adam", 0.01), ("adam", 0.1), ("sgd", 0.01), ("sgd", 0.1)
+    ]
+    assert (frame["model.widths"] == (16,)).all()
+    assert (frame["status"] == "completed").all()
+    for run in runs.index:
+        single = load_run(sweep / run)
+        rows = frame[frame.run == run].drop(columns="run").reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows, single, check_dtype=False)
+
+
+def test_losses_subcommand_prints_the_property_table():
+    result = cli("losses")
+    assert result.returncode == 0
+    for name in ("mse", "cross_entropy", "huber", "savage", "ctc", "triplet"):
+        assert f"| {name} " in result.stdout
