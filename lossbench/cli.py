@@ -14,6 +14,10 @@ from pathlib import Path
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 EXIT_BAD_CONFIG = 2
+README_LOSS_COLUMNS = (
+    "name", "task", "takes", "convex", "differentiable", "twice_differentiable", "bounded",
+    "min_zero", "robust", "source",
+)
 
 
 def _fail(message: str, run_dir: Path | None = None) -> None:
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "losses":
         from lossbench.losses import format_properties_table
 
-        print(format_properties_table())
+        print(format_properties_table(README_LOSS_COLUMNS if "--readme" in argv else None))
         return
     if argv and argv[0] == "diagnose":
         from lossbench.diagnosis import diagnose_main

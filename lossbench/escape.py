@@ -23,7 +23,7 @@ Config fields (`lossbench.schema.OptimizerConfig`):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,7 @@ class PerturbedGDState(NamedTuple):
     perturbations: jax.Array  # perturbations so far
 
 
-def uniform_ball(key: jax.Array, like, radius) -> object:
+def uniform_ball(key: jax.Array, like: Any, radius: float) -> Any:
     """A point drawn uniformly from the ball of `radius` in the space of pytrees like `like`.
 
     Direction: a normalised Gaussian; distance: `radius * U^(1/d)` for d coordinates.

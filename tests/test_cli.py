@@ -81,3 +81,20 @@ def test_losses_subcommand_prints_the_property_table():
     assert result.returncode == 0
     for name in ("mse", "cross_entropy", "huber", "savage", "ctc", "triplet"):
         assert f"| {name} " in result.stdout
+
+
+def test_readme_loss_table_matches_the_catalogue():
+    from conftest import REPO
+
+    from lossbench.cli import README_LOSS_COLUMNS
+    from lossbench.losses import format_properties_table
+
+    readme = (REPO / "README.md").read_text()
+    assert format_properties_table(README_LOSS_COLUMNS).strip() in readme
+
+
+def test_readme_opens_with_the_two_commands():
+    from conftest import REPO
+
+    lines = [line.strip() for line in (REPO / "README.md").read_text().splitlines() if line.strip()]
+    assert lines[1].startswith("make run") and lines[2].startswith("make test")

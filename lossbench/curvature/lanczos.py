@@ -68,9 +68,9 @@ def lanczos(
     # divides by beta = 0 on an exact breakdown (NaN rows) and normalises rounding noise on a
     # near one. A NaN matvec (diverged params) leaves T[0, 0] NaN, which is reported as such.
     eps = jnp.finfo(basis.dtype).eps
-    betas = jnp.append(jnp.diagonal(hessenberg, -1), jnp.linalg.norm(residual))
-    image_norms = jnp.sqrt(jnp.sum(jnp.triu(hessenberg) ** 2, axis=0) + betas**2)  # ‖A q_j‖
-    clear_beta = jnp.concatenate([jnp.ones(1, bool), betas[:-1] > 100 * eps * image_norms[:-1]])
+    betas = jnp.diagonal(hessenberg, -1)  # beta_j = H[j + 1, j], j < m - 1
+    image_norms = jnp.sqrt(jnp.sum(hessenberg**2, axis=0))  # ‖A q_j‖ (up to the last beta)
+    clear_beta = jnp.concatenate([jnp.ones(1, bool), betas > 100 * eps * image_norms[:-1]])
     finite = jnp.all(jnp.isfinite(basis), axis=1)
     safe_basis = jnp.where(finite[:, None], basis, 0)
     gram_error = jnp.abs(safe_basis @ safe_basis.T - jnp.eye(num_steps, dtype=basis.dtype))
@@ -79,10 +79,11 @@ def lanczos(
     if max_size is not None:
         valid = valid & (jnp.arange(num_steps) < max_size)
     size = jnp.sum(valid)
-    upper = jnp.triu(hessenberg)
-    tridiagonal = upper + jnp.triu(hessenberg, 1).T
+    rows, columns = jnp.indices((num_steps, num_steps))
+    tridiagonal = jnp.where(rows <= columns, hessenberg, hessenberg.T)  # upper part, mirrored
     tridiagonal = jnp.where(valid[:, None] & valid[None, :], tridiagonal, 0)
-    residual_norm = betas[jnp.maximum(size - 1, 0)]
+    all_betas = jnp.append(betas, jnp.linalg.norm(residual))
+    residual_norm = all_betas[jnp.maximum(size - 1, 0)]
     return LanczosDecomposition(
         jnp.where(valid[:, None], basis, 0), tridiagonal, size, residual_norm
     )
