@@ -1,5 +1,6 @@
 """Command line: `lossbench [overrides]` (a Hydra app), plus the subcommands
-`lossbench losses` (the loss property table) and `lossbench diagnose RUN_DIR [detect.k=v ...]`.
+`lossbench losses` (the loss property table), `lossbench diagnose RUN_DIR [detect.k=v ...]`
+(re-diagnose saved results) and `lossbench plot RUN_DIR` (figures of a run).
 
 Bad input exits non-zero with one line naming the key, the value and what is allowed, and
 leaves no run directory behind (set HYDRA_FULL_ERROR=1 for a traceback).
@@ -79,6 +80,10 @@ def main(argv: list[str] | None = None) -> None:
 
         print(format_properties_table(README_LOSS_COLUMNS if "--readme" in argv else None))
         return
+    if argv and argv[0] == "plot":
+        from lossbench.plots import plot_main
+
+        sys.exit(plot_main(argv[1:]))
     if argv and argv[0] == "diagnose":
         from lossbench.diagnosis import diagnose_main
 
