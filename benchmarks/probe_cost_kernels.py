@@ -8,8 +8,12 @@ this measures, jitted, median of repeats, `block_until_ready`:
 - HVP / gradient, for `jax.jvp(jax.grad(f))` and for a pre-linearized gradient
   (`jax.linearize(jax.grad(f))`, which reuses the forward pass across products);
 - probe / (m x one jitted HVP) for `make_probe` with the default probe config (m = 20) and
-  m = 80, and for the bare Lanczos eigen-solve with both kinds of HVP.
+  m = 80, and for the bare Lanczos eigen-solve with both kinds of HVP;
+- what the Lanczos loop costs besides its matvecs (matfree's full-reorthogonalisation
+  Arnoldi with a nearly free matvec), and, for comparison only, a hand-written row-major
+  Lanczos with the same HVP.
 
+Kernels are timed round-robin so that a shared machine's changing load hits all of them alike.
 Run: `python benchmarks/probe_cost_kernels.py` (writes benchmarks/probe_cost_kernels.md).
 """
 
