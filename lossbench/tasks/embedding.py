@@ -33,10 +33,12 @@ def _distance(a, b):
     return jnp.sqrt(jnp.sum((a - b) ** 2, axis=-1) + 1e-12)
 
 
+def _unit(a):
+    return a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+
+
 def _cosine(a, b):
-    a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
-    b = b / jnp.maximum(jnp.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
-    return jnp.sum(a * b, axis=-1)
+    return jnp.sum(_unit(a) * _unit(b), axis=-1)
 
 
 def _pair_accuracy(loss_name, margin):
@@ -55,7 +57,7 @@ def _triplet_accuracy(o, _):
 
 
 def _view_accuracy(o, _):
-    sim = _cosine(o["view1"][:, None, :], o["view2"][None, :, :])
+    sim = _unit(o["view1"]) @ _unit(o["view2"]).T
     return jnp.mean(jnp.argmax(sim, axis=1) == jnp.arange(sim.shape[0]))
 
 
