@@ -78,7 +78,8 @@ def _point_init(cfg, model):
     value = cfg.value
     point = np.full(dim, float(value)) if np.isscalar(value) else np.asarray(value, float)
     if point.shape != (dim,):
-        raise ConfigError("init.value", list(np.atleast_1d(value)), f"a list of {dim} numbers")
+        shown = [float(v) for v in np.atleast_1d(value)]
+        raise ConfigError("init.value", shown, f"a list of {dim} numbers (model.dim={dim})")
     if cfg.radius < 0:
         raise ConfigError("init.radius", cfg.radius, "a number >= 0")
     point = jnp.asarray(point, jnp.float32)

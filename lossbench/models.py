@@ -186,8 +186,7 @@ def make_model(cfg, dataset, out_dim: int) -> Model:
         from lossbench.surfaces import SURFACES
 
         surface = SURFACES[cfg.name]
-        if cfg.dim < 1:
-            raise ConfigError("model.dim", cfg.dim, "an integer >= 1")
+        surface.check(cfg.dim, cfg.a, cfg.b)
         fn = lambda x: surface.fn(x, cfg.a, cfg.b)
         build = lambda: Point(cfg.dim, fn, rngs=nnx.Rngs(0))
         kind = "surface"

@@ -1,0 +1,289 @@
+"""A task for every loss: each trainable loss trains from its CLI config with probes on.
+
+Embedding (pairs, triplets, views), sequence (CTC) and multitask data and models
+(`lossbench.tasks`), the experiment presets, label noise and outliers, and the errors for a
+loss or model that does not fit the data.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO, compose_config, hydra_session, run_overrides
+
+from lossbench import losses
+from lossbench.data import make_dataset
+from lossbench.problem import build_problem
+from lossbench.schema import ConfigError, freeze
+
+CONFIGS = REPO / "configs"
+TRAINABLE = sorted(name for name, loss in losses.LOSSES.items() if loss.trainable)
+PRESETS = ["metric_learning", "ctc", "multitask", "label_noise", "regression_outliers"]
+
+
+@pytest.fixture(autouse=True)
+def _fast_compiles():
+    """Most XLA optimizations off: these runs are tiny, compile time is nearly all their cost."""
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
+
+
+# One small data / model per kind of output the loss takes.
+TAKES_SETUP = {
+    "logits": ["data=blobs", "data.n=256", "model=mlp"],
+    "score": ["data=xor", "data.n=256", "model=mlp"],
+    "values": ["data=teacher", "data.n=256", "model=mlp"],
+    "pairs": ["data=digit_metric", "data.n=128", "model=embedding_mlp", "model.embed_dim=8"],
+    "triplets": ["data=digit_metric", "data.n=128", "model=embedding_mlp", "model.embed_dim=8"],
+    "views": ["data=digit_metric", "data.n=128", "model=embedding_mlp", "model.embed_dim=8"],
+    "sequence": ["data=ctc_synthetic", "data.n=128", "model=seq_conv"],
+    "heads": ["data=digits_multitask", "model=multihead_mlp", "loss.learned_weights=true"],
+}
+PROBES = [
+    "probe=spectrum",
+    "probe.every=100",
+    "probe.lanczos_steps=10",
+    "probe.trace_samples=4",
+    "probe.batch_size=64",
+]
+SHORT = ["trainer.steps=200", "trainer.batch_size=null", "trainer.log_every=20",
+         "model.widths=[32]", "optimizer.lr=0.01"]
+
+
+def test_every_trainable_loss_has_a_config():
+    names = {p.stem for p in (CONFIGS / "loss").glob("*.yaml")}
+    assert set(TRAINABLE) <= names
+    with hydra_session() as compose:
+        for name in TRAINABLE:
+            assert compose([f"loss={name}"]).loss.name == name
+    assert compose_config(["loss=cosine"]).loss.margin == 0.0  # cosine needs margin < 1
+
+
+@pytest.mark.parametrize("loss", TRAINABLE)
+def test_every_loss_trains_with_probes(tmp_path, loss):
+    takes = losses.LOSSES[loss].properties.takes
+    summary, run_dir = run_overrides(tmp_path, [f"loss={loss}", *TAKES_SETUP[takes], *SHORT,
+                                                *PROBES])
+    assert summary["status"] == "completed"
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    first, final = metrics.loss.iloc[0], summary["final_loss"]
+    assert np.isfinite(metrics.loss).all()
+    assert final < first - 0.05 * abs(first), (first, final)
+    probes = pd.read_parquet(run_dir / "probes.parquet")
+    assert list(probes.step) == [0, 100, 200]
+    for column in ("lambda_max", "lambda_min", "trace", "trace_sem", "grad_norm"):
+        assert np.isfinite(probes[column]).all(), column
+    if takes not in ("values",):  # every task but regression reports an accuracy
+        assert {"accuracy", "test_accuracy"} <= set(metrics.columns)
+        assert np.isfinite(metrics.test_accuracy.dropna()).all()
+
+
+def _choices(cfg):
+    return cfg.data.name, cfg.model.name, cfg.loss.name
+
+
+@pytest.mark.parametrize("experiment", PRESETS)
+def test_presets_compose_and_run(tmp_path, experiment):
+    text = (CONFIGS / "experiment" / f"{experiment}.yaml").read_text()
+    assert text.startswith("# @package _global_")
+    overrides = [f"experiment={experiment}", "trainer.steps=4", "trainer.log_every=2",
+                 "probe=off", "trainer.batch_size=32"]
+    summary, run_dir = run_overrides(tmp_path, overrides)
+    assert summary["status"] == "completed"
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    assert list(metrics.step) == [0, 2] and np.isfinite(metrics.loss).all()
+    assert np.isfinite(summary["final_test_loss"])
+
+
+def test_presets_pick_among_the_losses_that_fit():
+    expected = {
+        "metric_learning": ("digit_metric", "embedding_mlp", "triplet"),
+        "ctc": ("ctc_synthetic", "seq_conv", "ctc"),
+        "multitask": ("digits_multitask", "multihead_mlp", "multitask"),
+        "label_noise": ("digits", "mlp", "cross_entropy"),
+        "regression_outliers": ("teacher", "mlp", "mse"),
+    }
+    with hydra_session() as compose:
+        for experiment, choices in expected.items():
+            cfg = compose([f"experiment={experiment}"])
+            assert _choices(cfg) == choices
+            assert cfg.probe.name == "spectrum" and cfg.probe.every > 0
+            task = make_dataset(freeze(cfg.data)).task
+            for loss in losses.losses_for(task):  # every fitting loss builds under the preset
+                problem = build_problem(freeze(compose([f"experiment={experiment}",
+                                                        f"loss={loss}"])))
+                assert problem.loss_name == loss
+        assert compose(["experiment=label_noise"]).data.label_noise == 0.4
+        assert compose(["experiment=regression_outliers"]).data.outlier_fraction == 0.1
+        assert compose(["experiment=multitask"]).loss.learned_weights
+        cosine = compose(["experiment=metric_learning", "loss=cosine"])
+        assert cosine.loss.margin == 0.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fitting"),
+    [
+        (["data=digits", "loss=triplet"], losses.losses_for("classification")),
+        (["experiment=metric_learning", "loss=cross_entropy"], losses.losses_for("embedding")),
+        (["experiment=ctc", "loss=mse"], ["ctc"]),
+        (["experiment=multitask", "loss=huber"], ["multitask"]),
+        (["data=teacher", "loss=ctc"], losses.losses_for("regression")),
+    ],
+)
+def test_a_loss_that_does_not_fit_names_those_that_do(overrides, fitting):
+    with pytest.raises(ConfigError) as error:
+        build_problem(freeze(compose_config(overrides)))
+    assert error.value.key == "loss.name"
+    assert str(fitting) in str(error.value)
+
+
+def test_embedding_data_forms_name_the_losses_they_fit():
+    cfg = compose_config(["data=digit_triplets", "model=embedding_mlp", "loss=contrastive"])
+    with pytest.raises(ConfigError, match=r"\['triplet'\].*digit_metric"):
+        build_problem(freeze(cfg))
+    cfg = compose_config(["data=digit_pairs", "model=embedding_mlp", "loss=ntxent"])
+    with pytest.raises(ConfigError, match=r"\['contrastive', 'cosine'\]"):
+        build_problem(freeze(cfg))
+    for data, loss in [("digit_pairs", "cosine"), ("digit_triplets", "triplet"),
+                       ("digit_views", "ntxent")]:
+        cfg = compose_config([f"data={data}", "model=embedding_mlp", f"loss={loss}"])
+        assert build_problem(freeze(cfg)).loss_name == loss
+
+
+def test_a_model_that_does_not_fit_names_those_that_do():
+    with pytest.raises(ConfigError, match="embedding_mlp"):
+        build_problem(freeze(compose_config(["experiment=metric_learning", "model=mlp"])))
+    with pytest.raises(ConfigError, match=r"model.name='seq_conv'.*'mlp'"):
+        build_problem(freeze(compose_config(["model=seq_conv"])))
+
+
+def _dataset(overrides):
+    return make_dataset(freeze(compose_config(overrides).data))
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.35])
+def test_label_noise_flips_the_stated_fraction(fraction):
+    clean = _dataset(["data=digits"])
+    noisy = _dataset(["data=digits", f"data.label_noise={fraction}"])
+    np.testing.assert_array_equal(clean.train["x"], noisy.train["x"])
+    np.testing.assert_array_equal(clean.test["y"], noisy.test["y"])  # test labels stay clean
+    flipped = np.flatnonzero(clean.train["y"] != noisy.train["y"])
+    assert len(flipped) == round(fraction * clean.n_train)
+    np.testing.assert_array_equal(flipped, noisy.info["corrupted"])
+    # metric-learning pairs: the same-class flag flips; triplets: positive and negative swap
+    clean = _dataset(["data=digit_metric", "data.n=400"])
+    noisy = _dataset(["data=digit_metric", "data.n=400", f"data.label_noise={fraction}"])
+    assert (clean.train["same"] != noisy.train["same"]).sum() == round(fraction * 400)
+    swapped = np.any(clean.train["positive"] != noisy.train["positive"], axis=1)
+    assert swapped.sum() == round(fraction * 400)
+    np.testing.assert_array_equal(
+        clean.train["negative"][swapped], noisy.train["positive"][swapped]
+    )
+
+
+@pytest.mark.parametrize("data", ["teacher", "linear_teacher"])
+def test_outliers_corrupt_the_stated_fraction(data):
+    clean = _dataset([f"data={data}"])
+    noisy = _dataset([f"data={data}", "data.outlier_fraction=0.1", "data.outlier_scale=8"])
+    hit = np.any(~np.isclose(clean.train["y"], noisy.train["y"]), axis=1)
+    assert hit.sum() == round(0.1 * clean.n_train)
+    np.testing.assert_array_equal(np.flatnonzero(hit), noisy.info["corrupted"])
+    shift = np.abs(noisy.train["y"][hit] - clean.train["y"][hit])
+    np.testing.assert_allclose(shift, 8 * clean.train["y"].std(0) * np.ones_like(shift),
+                               rtol=1e-4)
+    if clean.test:
+        np.testing.assert_array_equal(clean.test["y"], noisy.test["y"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["data=teacher", "data.label_noise=0.1", "loss=mse"], "data.label_noise"),
+        (["data=digits", "data.outlier_fraction=0.1"], "data.outlier_fraction"),
+        (["data=digits", "data.label_noise=1.5"], "data.label_noise"),
+        (["data=digits", "data.label_noise=-0.1"], "data.label_noise"),
+        (["data=digit_views", "data.label_noise=0.1"], "data.label_noise"),
+        (["data=ctc_synthetic", "data.outlier_fraction=0.1"], "data.outlier_fraction"),
+    ],
+)
+def test_corruption_where_it_cannot_act_is_an_error(overrides, key):
+    with pytest.raises(ConfigError) as error:
+        _dataset(overrides)
+    assert error.value.key == key
+
+
+def test_learned_multitask_weights_are_trained(tmp_path):
+    cfg = freeze(compose_config(["experiment=multitask", "init.bias=0.5"]))
+    problem = build_problem(cfg)
+    params = problem.init_params(jax.random.key(0))
+    assert set(params) == {"model", "loss"}
+    np.testing.assert_array_equal(params["loss"]["log_var"], np.zeros(2))  # not init.bias
+    assert problem.param_count == problem.model.param_count
+    n_model = sum(np.size(a) for a in jax.tree_util.tree_leaves(params["model"]))
+    assert problem.param_count == n_model + 2
+    summary, run_dir = run_overrides(
+        tmp_path, ["experiment=multitask", "probe=off", "trainer.steps=100", "optimizer.lr=0.01"]
+    )
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    for column in ("log_var_cross_entropy", "log_var_mse"):
+        assert metrics[column].iloc[0] == 0.0
+        assert abs(metrics[column].iloc[-1]) > 1e-2, column
+    assert {"loss_cross_entropy", "loss_mse", "accuracy"} <= set(metrics.columns)
+    # fixed weights: the network's parameters alone
+    fixed = build_problem(freeze(compose_config(["experiment=multitask",
+                                                 "loss.learned_weights=false"])))
+    assert "loss" not in fixed.init_params(jax.random.key(0))
+
+
+def test_multitask_heads_follow_the_tasks(tmp_path):
+    cfg = compose_config(["experiment=multitask", "loss.tasks=[cross_entropy,mse,logistic]",
+                          "loss.weights=[1.0,0.5,1.0]"])
+    problem = build_problem(freeze(cfg))
+    params = problem.init_params(jax.random.key(0))
+    batch = {k: v[:8] for k, v in problem.data.train.items()}
+    outputs = problem.predict(params, batch)
+    assert {k: v.shape for k, v in outputs["heads"].items()} == {
+        "logits": (8, 10), "values": (8, 1), "score": (8, 1)
+    }
+    metrics = problem.metrics(params, batch)
+    assert {"accuracy", "score_accuracy", "log_var_logistic"} <= set(metrics)
+
+
+def test_greedy_decoding_and_label_error_rate():
+    from lossbench.tasks.sequence import edit_distance, greedy_decode
+
+    frames = np.array([[0, 2, 2, 0, 2, 3, 3, 0], [1, 1, 1, 1, 0, 0, 0, 0]])
+    logits = np.eye(4)[frames] * 5.0
+    decoded, lengths = greedy_decode(logits)
+    np.testing.assert_array_equal(lengths, [3, 1])
+    np.testing.assert_array_equal(decoded[0, :3], [2, 2, 3])
+    np.testing.assert_array_equal(decoded[1, :1], [1])
+    assert np.all(np.asarray(decoded)[0, 3:] == 0)
+    ref = np.array([2, 3, 1, 0])
+    cases = [([2, 3, 1], 3, 0), ([2, 1], 2, 1), ([3, 3, 1, 2], 4, 2), ([], 0, 3), ([2, 3, 1, 1], 4, 1)]
+    for hyp, n, distance in cases:
+        hyp = np.array([*hyp, *[0] * (6 - len(hyp))])
+        assert int(edit_distance(hyp, n, ref, 3)) == distance, (hyp, distance)
+
+
+def test_task_datasets_shapes_and_balance():
+    pairs = _dataset(["data=digit_pairs", "data.n=300"])
+    assert pairs.task == "embedding" and pairs.n_train == 300
+    assert pairs.train["same"].sum() == 150  # balanced
+    assert len(pairs.test["same"]) == round(300 * 0.2 / 0.8)
+    views = _dataset(["data=digit_views", "data.n=100"])
+    assert views.train["view1"].shape == views.train["view2"].shape == (100, 64)
+    assert not np.allclose(views.train["view1"], views.train["view2"])
+    seq = _dataset(["data=ctc_synthetic", "data.n=50", "data.seq_len=10", "data.vocab=4"])
+    assert seq.train["x"].shape[1:] == (10, 5) and seq.train["labels"].shape[1] == 5
+    labels, pad = seq.train["labels"], seq.train["label_paddings"]
+    assert labels.min() >= 0 and labels.max() <= 4
+    assert np.all((labels > 0) == (pad == 0))
+    mt = _dataset(["data=digits_multitask"])
+    assert mt.train["ink"].shape == (mt.n_train, 1)
+    assert abs(mt.train["ink"].mean()) < 1e-5 and abs(mt.train["ink"].std() - 1) < 1e-4
+    np.testing.assert_array_equal(mt.train["odd"], mt.train["y"] % 2)
