@@ -143,3 +143,9 @@ def signed_margin(score, labels) -> jax.Array:
         score = score[..., 0]
     y = 2.0 * jnp.asarray(labels, score.dtype) - 1.0
     return y * score
+
+
+def declare(name, fn, *, purpose, takes, hyper=(), trainable=True, **props) -> Loss:
+    """Register a loss with its declared properties (the one place losses are built)."""
+    properties = LossProperties(purpose=purpose, takes=takes, **props)
+    return register(Loss(name, fn, properties, trainable=trainable, hyper=hyper))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import optax
 
-from lossbench.losses.base import Loss, LossProperties, register
+from lossbench.losses.base import declare
 from lossbench.schema import ConfigError
 
 MULTICLASS_HINGE_VARIANTS = ("crammer_singer", "weston_watkins")
@@ -61,16 +63,7 @@ def _zero_one(outputs, labels, cfg):
     return (jnp.argmax(outputs, axis=-1) != labels).astype(outputs.dtype)
 
 
-def _classification(name, fn, hyper=(), trainable=True, **props) -> Loss:
-    return register(
-        Loss(
-            name,
-            fn,
-            LossProperties(purpose="classification", takes="logits", **props),
-            trainable=trainable,
-            hyper=hyper,
-        )
-    )
+_classification = partial(declare, purpose="classification", takes="logits")
 
 
 CROSS_ENTROPY = _classification(

@@ -6,11 +6,13 @@ for a similar pair; triplets {"anchor", "positive", "negative"}; views {"view1",
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import optax
 
-from lossbench.losses.base import Loss, LossProperties, register
+from lossbench.losses.base import declare
 
 
 def _safe_norm(x):
@@ -68,21 +70,13 @@ def _ntxent(outputs, targets, cfg):
     return 0.5 * (per_view[:b] + per_view[b:])
 
 
-def _embedding(name, fn, takes, hyper=(), **props) -> Loss:
-    return register(
-        Loss(
-            name,
-            fn,
-            LossProperties(purpose="embedding", takes=takes, **props),
-            hyper=hyper,
-        )
-    )
+_embedding = partial(declare, purpose="embedding")
 
 
 COSINE = _embedding(
     "cosine",
     _cosine,
-    "pairs",
+    takes="pairs",
     hyper=("margin",),
     convex=False,
     differentiable=False,
@@ -99,7 +93,7 @@ COSINE = _embedding(
 CONTRASTIVE = _embedding(
     "contrastive",
     _contrastive,
-    "pairs",
+    takes="pairs",
     hyper=("margin",),
     convex=False,
     differentiable=False,
@@ -116,7 +110,7 @@ CONTRASTIVE = _embedding(
 TRIPLET = _embedding(
     "triplet",
     _triplet,
-    "triplets",
+    takes="triplets",
     hyper=("margin",),
     convex=False,
     differentiable=False,
@@ -133,7 +127,7 @@ TRIPLET = _embedding(
 NTXENT = _embedding(
     "ntxent",
     _ntxent,
-    "views",
+    takes="views",
     hyper=("temperature",),
     convex=False,
     differentiable=True,

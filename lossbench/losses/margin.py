@@ -6,11 +6,13 @@ With y = 2 label - 1 and v = y * score, each loss is phi(v): a surrogate of the 
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import optax
 
-from lossbench.losses.base import Loss, LossProperties, register, signed_margin
+from lossbench.losses.base import declare, signed_margin
 
 
 def _squeeze(score):
@@ -48,15 +50,7 @@ def _savage(score, labels, cfg):
     return jax.nn.sigmoid(-2.0 * signed_margin(score, labels)) ** 2
 
 
-def _margin(name, fn, hyper=(), **props) -> Loss:
-    return register(
-        Loss(
-            name,
-            fn,
-            LossProperties(purpose="classification", takes="score", **props),
-            hyper=hyper,
-        )
-    )
+_margin = partial(declare, purpose="classification", takes="score")
 
 
 BINARY_CROSS_ENTROPY = _margin(

@@ -5,10 +5,12 @@ The residual is r = prediction - target (the quantile loss uses target - predict
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax.numpy as jnp
 import optax
 
-from lossbench.losses.base import Loss, LossProperties, register
+from lossbench.losses.base import declare
 
 
 def _mse(pred, target, cfg):
@@ -45,15 +47,7 @@ def _welsch(pred, target, cfg):
     return (0.5 * c**2 * -jnp.expm1(-(r**2))).sum(axis=-1)
 
 
-def _regression(name, fn, hyper=(), **props) -> Loss:
-    return register(
-        Loss(
-            name,
-            fn,
-            LossProperties(purpose="regression", takes="values", **props),
-            hyper=hyper,
-        )
-    )
+_regression = partial(declare, purpose="regression", takes="values")
 
 
 MSE = _regression(
