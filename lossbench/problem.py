@@ -175,9 +175,7 @@ def _check_trainer(t, data: Dataset):
         raise ConfigError("trainer.seeds", t.seeds, "an integer >= 1")
     if t.chunk <= 0:
         raise ConfigError("trainer.chunk", t.chunk, "a positive integer")
-    if t.batch_size is not None:
-        if data.task == "surface":
-            raise ConfigError("trainer.batch_size", t.batch_size, "null for surfaces (no data)")
+    if t.batch_size is not None and data.task != "surface":  # surfaces: no data to batch
         if not 0 < t.batch_size <= data.n_train:
             raise ConfigError(
                 "trainer.batch_size", t.batch_size,

@@ -59,7 +59,7 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
         `lossbench.curvature.make_probe`, or None for no probes.
     """
     tx = problem.optimizer.tx
-    sample = _sampler(trainer_cfg.batch_size)
+    sample = _sampler(None if problem.data.task == "surface" else trainer_cfg.batch_size)
     log_every = trainer_cfg.log_every
     evaluate_test = trainer_cfg.eval and bool(problem.data.test)
     grad_of = jax.value_and_grad(problem.loss_and_outputs, has_aux=True)

@@ -112,8 +112,14 @@ def test_presets_pick_among_the_losses_that_fit():
             cfg = compose([f"experiment={experiment}"])
             assert _choices(cfg) == choices
             assert cfg.probe.name == "spectrum" and cfg.probe.every > 0
-            task = make_dataset(freeze(cfg.data)).task
-            for loss in losses.losses_for(task):  # every fitting loss builds under the preset
+            assert compose([f"experiment={experiment}", "probe=off"]).probe.every == 0
+            data = make_dataset(freeze(cfg.data))
+            fitting = [  # binary (score) losses need two classes
+                name for name in losses.losses_for(data.task)
+                if losses.LOSSES[name].properties.takes != "score" or data.num_classes == 2
+            ]
+            assert len(fitting) >= (4 if data.task in ("classification", "embedding") else 1)
+            for loss in fitting:  # every fitting loss builds under the preset
                 problem = build_problem(freeze(compose([f"experiment={experiment}",
                                                         f"loss={loss}"])))
                 assert problem.loss_name == loss
