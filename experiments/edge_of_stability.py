@@ -33,10 +33,16 @@ def main(steps: int, out: Path) -> dict:
     register_configs()
     for lr in LEARNING_RATES:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=[
-                "experiment=edge_of_stability", f"optimizer.lr={lr}", f"trainer.steps={steps}",
-                "trainer.progress=false", "trainer.save_params=false",
-            ])
+            cfg = compose(
+                "config",
+                overrides=[
+                    "experiment=edge_of_stability",
+                    f"optimizer.lr={lr}",
+                    f"trainer.steps={steps}",
+                    "trainer.progress=false",
+                    "trainer.save_params=false",
+                ],
+            )
         run(OmegaConf.to_object(cfg), out / f"lr={lr}")
     probes = load_sweep(out, "probes")
     metrics = load_sweep(out)
@@ -52,8 +58,11 @@ def main(steps: int, out: Path) -> dict:
     ax_sharp.set(xlabel="step", ylabel="sharpness λmax (dashed: 2/η)")
     ax_loss.set(xlabel="step", ylabel="train loss")
     ax_sharp.legend(fontsize=8)
-    fig.suptitle("Full-batch GD on an MSE regression: λmax rises toward 2/η (progressive "
-                 "sharpening) and hovers there once reached (edge of stability)", fontsize=9)
+    fig.suptitle(
+        "Full-batch GD on an MSE regression: λmax rises toward 2/η (progressive "
+        "sharpening) and hovers there once reached (edge of stability)",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(Path(__file__).with_suffix(".png"), dpi=110)
     for lr, ratio in ratios.items():

@@ -16,8 +16,16 @@ from pathlib import Path
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 EXIT_BAD_CONFIG = 2
 README_LOSS_COLUMNS = (
-    "name", "task", "takes", "convex", "differentiable", "twice_differentiable", "bounded",
-    "min_zero", "robust", "source",
+    "name",
+    "task",
+    "takes",
+    "convex",
+    "differentiable",
+    "twice_differentiable",
+    "bounded",
+    "min_zero",
+    "robust",
+    "source",
 )
 
 

@@ -136,8 +136,14 @@ def digits(cfg) -> Dataset:
     bunch = load_digits()
     rng = np.random.default_rng(cfg.split_seed)
     return _finish(
-        "digits", "classification", bunch.data, bunch.target, cfg, rng,
-        num_classes=10, image_shape=(8, 8, 1),
+        "digits",
+        "classification",
+        bunch.data,
+        bunch.target,
+        cfg,
+        rng,
+        num_classes=10,
+        image_shape=(8, 8, 1),
     )
 
 
@@ -151,8 +157,9 @@ def _sklearn_table(loader_name: str, task: str) -> Callable:
         classes = int(y.max()) + 1 if task == "classification" else None
         if task == "regression":
             y = ((y - y.mean()) / y.std()).reshape(-1, 1)
-        return _finish(loader_name.removeprefix("load_"), task, bunch.data, y, cfg, rng,
-                       num_classes=classes)
+        return _finish(
+            loader_name.removeprefix("load_"), task, bunch.data, y, cfg, rng, num_classes=classes
+        )
 
     load.__doc__ = f"scikit-learn's bundled `{loader_name}` ({task})."
     return load

@@ -89,8 +89,11 @@ def diagnose_main(argv: list[str]) -> int:
         return 2
     run_dir = Path(argv[0])
     if not (run_dir / SUMMARY_FILE).exists():
-        print(f"error: RUN_DIR={str(run_dir)!r} is not allowed: a run directory "
-              f"(with {SUMMARY_FILE})", file=sys.stderr)
+        print(
+            f"error: RUN_DIR={str(run_dir)!r} is not allowed: a run directory "
+            f"(with {SUMMARY_FILE})",
+            file=sys.stderr,
+        )
         return 2
     try:
         detect = load_detect(run_dir, argv[1:])

@@ -63,7 +63,7 @@ def _network_init(cfg, model):
     def init_params(key):
         keys = jax.random.split(key, len(leaves))
         drawn = []
-        for k, (path, shape) in zip(keys, leaves):
+        for k, (path, shape) in zip(keys, leaves, strict=True):
             if _leaf_name(path) == "kernel":
                 drawn.append(cfg.scale * weight_init(k, shape.shape, shape.dtype))
             else:
@@ -101,6 +101,7 @@ def make_init(cfg, model) -> Callable:
             raise ConfigError("init.name", cfg.name, "'point' for analytic surface models")
         return _point_init(cfg, model)
     if cfg.name == "point":
-        raise ConfigError("init.name", "point", "surface models only; for networks one of "
-                          f"{sorted(INITIALIZERS)}")
+        raise ConfigError(
+            "init.name", "point", f"surface models only; for networks one of {sorted(INITIALIZERS)}"
+        )
     return _network_init(cfg, model)

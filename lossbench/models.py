@@ -35,7 +35,10 @@ class MLP(nnx.Module):
     def __init__(self, in_features, widths, out_features, activation, bias, *, rngs):
         sizes = [in_features, *widths, out_features]
         self.layers = nnx.List(
-            [nnx.Linear(a, b, use_bias=bias, rngs=rngs) for a, b in zip(sizes, sizes[1:])]
+            [
+                nnx.Linear(a, b, use_bias=bias, rngs=rngs)
+                for a, b in zip(sizes, sizes[1:], strict=False)
+            ]
         )
         self.activation = ACTIVATIONS[activation]
 
@@ -51,7 +54,10 @@ class DeepLinear(nnx.Module):
     def __init__(self, in_features, depth, width, out_features, *, rngs):
         sizes = [in_features, *([width] * (depth - 1)), out_features]
         self.layers = nnx.List(
-            [nnx.Linear(a, b, use_bias=False, rngs=rngs) for a, b in zip(sizes, sizes[1:])]
+            [
+                nnx.Linear(a, b, use_bias=False, rngs=rngs)
+                for a, b in zip(sizes, sizes[1:], strict=False)
+            ]
         )
 
     def __call__(self, x):
@@ -69,7 +75,7 @@ class CNN(nnx.Module):
         self.convs = nnx.List(
             [
                 nnx.Conv(a, b, kernel_size=(3, 3), strides=(1 if i == 0 else 2), rngs=rngs)
-                for i, (a, b) in enumerate(zip(sizes, sizes[1:]))
+                for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False))
             ]
         )
         self.head = nnx.Linear(sizes[-1], out_features, rngs=rngs)
@@ -179,7 +185,9 @@ def make_model(cfg, dataset, out_dim: int) -> Model:
     """Build the model named `cfg.name` for `dataset` with `out_dim` outputs (abstractly)."""
     if cfg.name in NETWORKS:
         if dataset.task == "surface":
-            raise ConfigError("model.name", cfg.name, f"a surface model with data=none: {surface_names()}")
+            raise ConfigError(
+                "model.name", cfg.name, f"a surface model with data=none: {surface_names()}"
+            )
         build = lambda: NETWORKS[cfg.name](cfg, dataset, out_dim, nnx.Rngs(0))
         kind = "network"
     elif cfg.name in surface_names():

@@ -35,8 +35,13 @@ def _shade_events(ax, events, seed):
     for _, event in events[events.seed == seed].iterrows():
         color = REGIME_COLORS.get(event.kind)
         if color is not None:
-            ax.axvspan(event.start_step, max(event.end_step, event.start_step + 1),
-                       color=color, alpha=0.12, lw=0)
+            ax.axvspan(
+                event.start_step,
+                max(event.end_step, event.start_step + 1),
+                color=color,
+                alpha=0.12,
+                lw=0,
+            )
 
 
 def plot_run(run_dir: str | Path, seed: int | None = None):
@@ -76,11 +81,15 @@ def plot_run(run_dir: str | Path, seed: int | None = None):
         from matplotlib.patches import Patch
 
         kinds = [k for k in REGIME_COLORS if k in set(events[events.seed == seed].kind)]
-        handles = [Patch(color=REGIME_COLORS[k], alpha=0.3, label=k.replace("_", " "))
-                   for k in kinds if REGIME_COLORS[k] is not None]
+        handles = [
+            Patch(color=REGIME_COLORS[k], alpha=0.3, label=k.replace("_", " "))
+            for k in kinds
+            if REGIME_COLORS[k] is not None
+        ]
     lines, labels = ax_loss.get_legend_handles_labels()
-    ax_loss.legend(lines + handles, labels + [h.get_label() for h in handles],
-                   loc="best", fontsize=7, ncol=2)
+    ax_loss.legend(
+        lines + handles, labels + [h.get_label() for h in handles], loc="best", fontsize=7, ncol=2
+    )
     axes[-1].set_xlabel("step")
     title = _title(run_dir)
     fig.suptitle(title, fontsize=9)
@@ -92,8 +101,10 @@ def _title(run_dir) -> str:
     cfg = load_config(run_dir)
     if not cfg:
         return str(run_dir)
-    return (f"{cfg['model']['name']} on {cfg['data']['name']}, loss {cfg['loss']['name']}, "
-            f"{cfg['optimizer']['name']} lr={cfg['optimizer']['lr']}, init {cfg['init']['name']}")
+    return (
+        f"{cfg['model']['name']} on {cfg['data']['name']}, loss {cfg['loss']['name']}, "
+        f"{cfg['optimizer']['name']} lr={cfg['optimizer']['lr']}, init {cfg['init']['name']}"
+    )
 
 
 def plot_density(run_dir: str | Path, step: int | None = None, sigma: float | None = None):
@@ -101,8 +112,11 @@ def plot_density(run_dir: str | Path, step: int | None = None, sigma: float | No
     spectra = load_spectra(run_dir)
     if spectra is None:
         raise FileNotFoundError(f"{run_dir}: no spectra.npz (use probe=full or density_samples)")
-    index = len(spectra["step"]) - 1 if step is None else int(np.flatnonzero(
-        spectra["step"] == step)[0])
+    index = (
+        len(spectra["step"]) - 1
+        if step is None
+        else int(np.flatnonzero(spectra["step"] == step)[0])
+    )
     nodes, weights = spectra["nodes"][index].ravel(), spectra["weights"][index].ravel()
     span = nodes.max() - nodes.min()
     sigma = sigma or max(span / 100, 1e-6)

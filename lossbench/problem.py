@@ -68,10 +68,16 @@ def output_dim(loss: losses.Loss, data: Dataset) -> int:
         return data.num_classes
     if takes == "score":
         if data.num_classes != 2:
+            multiclass = [
+                name
+                for name in losses.losses_for("classification")
+                if losses.LOSSES[name].properties.takes == "logits"
+            ]
             raise ConfigError(
-                "loss.name", loss.name,
+                "loss.name",
+                loss.name,
                 f"a binary loss needs 2 classes, data {data.name!r} has {data.num_classes}; "
-                f"multiclass losses: {[n for n in losses.losses_for('classification') if losses.LOSSES[n].properties.takes == 'logits']}",
+                f"multiclass losses: {multiclass}",
             )
         return 1
     if takes == "values":
@@ -129,20 +135,20 @@ def build_problem(cfg) -> Problem:
         init_params = make_init(cfg.init, model)
     elif data.task in TASKS:  # embedding, sequence, multitask: lossbench.tasks
         task = build_task(cfg, data, loss)
-        model, init_params = task.model, task.init_params
-        predict, loss_on_outputs, output_metrics = (
-            task.predict, task.loss_on_outputs, task.output_metrics
-        )
+        model, init_params, predict = task.model, task.init_params, task.predict
+        loss_on_outputs, output_metrics = task.loss_on_outputs, task.output_metrics
     else:
         losses.check_fits(loss.name, data.task)
         if cfg.model.name in surface_names():
             raise ConfigError(
-                "data.name", cfg.data.name,
+                "data.name",
+                cfg.data.name,
                 f"none for the analytic surface {cfg.model.name!r} (data=none)",
             )
         if cfg.model.name not in SUPERVISED_MODELS:
             raise ConfigError(
-                "model.name", cfg.model.name,
+                "model.name",
+                cfg.model.name,
                 f"a model for {data.task} data {data.name!r}: {list(SUPERVISED_MODELS)}",
             )
         model = make_model(cfg.model, data, output_dim(loss, data))
@@ -175,9 +181,10 @@ def _check_trainer(t, data: Dataset):
         raise ConfigError("trainer.seeds", t.seeds, "an integer >= 1")
     if t.chunk <= 0:
         raise ConfigError("trainer.chunk", t.chunk, "a positive integer")
-    if t.batch_size is not None and data.task != "surface":  # surfaces: no data to batch
-        if not 0 < t.batch_size <= data.n_train:
-            raise ConfigError(
-                "trainer.batch_size", t.batch_size,
-                f"null (full batch) or an integer in [1, {data.n_train}] (the training set size)",
-            )
+    surface = data.task == "surface"  # surfaces have no data to batch
+    if t.batch_size is not None and not surface and not 0 < t.batch_size <= data.n_train:
+        raise ConfigError(
+            "trainer.batch_size",
+            t.batch_size,
+            f"null (full batch) or an integer in [1, {data.n_train}] (the training set size)",
+        )

@@ -202,8 +202,9 @@ def run(cfg, run_dir: str | Path) -> dict:
         state = trainer.init(seed_keys(t.seed, t.seeds))
         if trainer.probe is not None:
             state, record = trainer.probe(state, probe_data)
-            writer.probes.append(_probe_rows(record, 0, seed_ids, divergence, writer,
-                                             first_probe_after))
+            writer.probes.append(
+                _probe_rows(record, 0, seed_ids, divergence, writer, first_probe_after)
+            )
         with _progress(t.progress, t.steps) as update:
             while done < t.steps:
                 n = min(length, t.steps - done)
@@ -214,12 +215,18 @@ def run(cfg, run_dir: str | Path) -> dict:
                 writer.metrics.append(_metric_rows(out, done, t.log_every, seed_ids, divergence))
                 done += n
                 if "probe" in out:
-                    writer.probes.append(_probe_rows(out["probe"], done, seed_ids, divergence,
-                                                     writer, first_probe_after))
+                    writer.probes.append(
+                        _probe_rows(
+                            out["probe"], done, seed_ids, divergence, writer, first_probe_after
+                        )
+                    )
                 elapsed = time.perf_counter() - tic
                 compile_and_first = compile_and_first or elapsed
-                update(completed=done, loss=f"{np.nanmean(losses[:, -1]):.4g}",
-                       rate=f"{n / elapsed:,.0f}")
+                update(
+                    completed=done,
+                    loss=f"{np.nanmean(losses[:, -1]):.4g}",
+                    rate=f"{n / elapsed:,.0f}",
+                )
                 if divergence.all:
                     status = "diverged"
                     break

@@ -231,7 +231,7 @@ def _frozen_twin(cls: type) -> type:
 
 
 def freeze(obj: Any) -> Any:
-    """Turn schema dataclasses (and lists) into frozen, hashable twins: safe to close over in jit."""
+    """Turn schema dataclasses (and lists) into frozen, hashable twins, safe to close over."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         twin = _frozen_twin(type(obj))
         return twin(**{f.name: freeze(getattr(obj, f.name)) for f in dataclasses.fields(obj)})

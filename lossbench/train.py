@@ -94,7 +94,9 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
         }
         if problem.model.kind == "surface":  # where on the surface this step started
             record.update({f"x_{i}": state.params["x"][i] for i in range(surface_dim)})
-        return state._replace(params=params, opt_state=opt_state, key=key, step=state.step + 1), record
+        return state._replace(
+            params=params, opt_state=opt_state, key=key, step=state.step + 1
+        ), record
 
     def steps(state, train, n):
         return jax.lax.scan(lambda s, _: train_step(s, train), state, None, length=n)

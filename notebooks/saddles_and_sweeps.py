@@ -69,8 +69,15 @@ figure.savefig(OUT / "pgd_run.png", dpi=100)
 # %%
 for lr in (0.01, 0.1):
     run(
-        config("optimizer=sgd", f"optimizer.lr={lr}", "probe=off", "model.widths=[32]",
-               "trainer.progress=false", "trainer.save_params=false", "trainer.steps=200"),
+        config(
+            "optimizer=sgd",
+            f"optimizer.lr={lr}",
+            "probe=off",
+            "model.widths=[32]",
+            "trainer.progress=false",
+            "trainer.save_params=false",
+            "trainer.steps=200",
+        ),
         OUT / "lr" / str(lr),
     )
 frame = load_sweep(OUT / "lr")

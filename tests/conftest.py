@@ -57,6 +57,18 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None):
     )
 
 
+@pytest.fixture(autouse=True)
+def _fast_compiles():
+    """Most XLA optimizations off: test problems are tiny, so compiling is nearly all their
+    cost. Benchmarks (benchmarks/) keep the optimizations on."""
+    import jax
+
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
+
+
 @pytest.fixture
 def compose_cfg():
     return compose_config

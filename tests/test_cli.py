@@ -16,10 +16,16 @@ FAST = ["trainer.progress=false", "trainer.save_params=false"]
     [
         ("optimizer.lr=-1", "error: optimizer.lr=-1.0 is not allowed: a number > 0"),
         ("trainer.steps=0", "error: trainer.steps=0 is not allowed: a positive integer"),
-        ("trainer.batch_size=5000", "error: trainer.batch_size=5000 is not allowed: null (full "
-         "batch) or an integer in [1, 1438]"),
-        ("data=teacher", "error: loss.name='cross_entropy' is not allowed: fits classification; "
-         "losses for regression: ["),
+        (
+            "trainer.batch_size=5000",
+            "error: trainer.batch_size=5000 is not allowed: null (full "
+            "batch) or an integer in [1, 1438]",
+        ),
+        (
+            "data=teacher",
+            "error: loss.name='cross_entropy' is not allowed: fits classification; "
+            "losses for regression: [",
+        ),
     ],
 )
 def test_bad_values_give_one_line_and_leave_no_run_dir(tmp_path, override, expected):
@@ -56,8 +62,15 @@ def test_full_error_shows_the_traceback(tmp_path):
 def test_a_four_run_sweep_loads_as_one_frame(tmp_path):
     sweep = tmp_path / "sweep"
     result = cli(
-        "-m", "optimizer=sgd,adam", "optimizer.lr=0.01,0.1", "probe=off", "trainer.steps=30",
-        "trainer.log_every=10", "model.widths=[16]", f"hydra.sweep.dir={sweep}", *FAST,
+        "-m",
+        "optimizer=sgd,adam",
+        "optimizer.lr=0.01,0.1",
+        "probe=off",
+        "trainer.steps=30",
+        "trainer.log_every=10",
+        "model.widths=[16]",
+        f"hydra.sweep.dir={sweep}",
+        *FAST,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -66,7 +79,10 @@ def test_a_four_run_sweep_loads_as_one_frame(tmp_path):
     assert len(frame) == 4 * 3
     runs = frame.groupby("run")[["optimizer.name", "optimizer.lr"]].first()
     assert sorted(map(tuple, runs.values.tolist())) == [
-        ("adam", 0.01), ("adam", 0.1), ("sgd", 0.01), ("sgd", 0.1)
+        ("adam", 0.01),
+        ("adam", 0.1),
+        ("sgd", 0.01),
+        ("sgd", 0.1),
     ]
     assert (frame["model.widths"] == (16,)).all()
     assert (frame["status"] == "completed").all()

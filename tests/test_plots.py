@@ -12,8 +12,14 @@ from lossbench.plots import plot_run, plot_surface_path
 def test_plot_run_and_surface_path_from_files(tmp_path):
     _, run_dir = run_overrides(
         tmp_path,
-        ["experiment=saddle", "init.radius=1e-3", "trainer.steps=100", "probe.every=10",
-         "probe.density_samples=2", "probe.density_steps=2"],
+        [
+            "experiment=saddle",
+            "init.radius=1e-3",
+            "trainer.steps=100",
+            "probe.every=10",
+            "probe.density_samples=2",
+            "probe.density_steps=2",
+        ],
     )
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
     fig = plot_run(run_dir)

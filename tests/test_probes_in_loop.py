@@ -14,9 +14,19 @@ from lossbench.results import load_params
 from lossbench.runner import probe_batch
 from lossbench.schema import freeze
 
-RUN = ["data=blobs", "model.widths=[16]", "probe=spectrum", "probe.every=50",
-       "probe.lanczos_steps=60", "probe.top_k=3", "probe.bottom_k=2", "probe.trace_samples=50",
-       "trainer.steps=150", "trainer.batch_size=64", "trainer.save_params=true"]
+RUN = [
+    "data=blobs",
+    "model.widths=[16]",
+    "probe=spectrum",
+    "probe.every=50",
+    "probe.lanczos_steps=60",
+    "probe.top_k=3",
+    "probe.bottom_k=2",
+    "probe.trace_samples=50",
+    "trainer.steps=150",
+    "trainer.batch_size=64",
+    "trainer.save_params=true",
+]
 
 
 def test_final_probe_matches_a_fresh_probe_on_the_saved_parameters(tmp_path):
@@ -48,10 +58,26 @@ def test_probe_columns_and_edge_of_stability_reference(tmp_path):
         tmp_path, [*RUN[:-1], "optimizer=sgd", "optimizer.lr=0.05", "optimizer.momentum=0.9"]
     )
     probes = pd.read_parquet(run_dir / "probes.parquet")
-    for column in ("step", "seed", "lambda_max", "lambda_min", "eig_top_1", "eig_top_3",
-                   "eig_bottom_1", "eig_bottom_2", "res_top_1", "res_bottom_1", "trace",
-                   "trace_sem", "grad_norm", "grad_curvature", "grad_overlap_1", "two_over_lr",
-                   "eos_threshold", "regime"):
+    for column in (
+        "step",
+        "seed",
+        "lambda_max",
+        "lambda_min",
+        "eig_top_1",
+        "eig_top_3",
+        "eig_bottom_1",
+        "eig_bottom_2",
+        "res_top_1",
+        "res_bottom_1",
+        "trace",
+        "trace_sem",
+        "grad_norm",
+        "grad_curvature",
+        "grad_overlap_1",
+        "two_over_lr",
+        "eos_threshold",
+        "regime",
+    ):
         assert column in probes.columns, column
     np.testing.assert_allclose(probes.two_over_lr, 2 / 0.05, rtol=1e-6)
     np.testing.assert_allclose(probes.eos_threshold, (2 + 2 * 0.9) / 0.05, rtol=1e-6)

@@ -12,9 +12,17 @@ from conftest import cli, run_overrides
 from lossbench.analysis import load_run
 from lossbench.diagnosis import diagnose_run, load_detect
 
-SURFACE = ["data=none", "init=point", "optimizer=gd", "trainer.batch_size=null",
-           "probe=spectrum", "probe.lanczos_steps=2", "probe.top_k=1", "probe.bottom_k=1",
-           "probe.trace_samples=0"]
+SURFACE = [
+    "data=none",
+    "init=point",
+    "optimizer=gd",
+    "trainer.batch_size=null",
+    "probe=spectrum",
+    "probe.lanczos_steps=2",
+    "probe.top_k=1",
+    "probe.bottom_k=1",
+    "probe.trace_samples=0",
+]
 
 
 def surface_run(tmp_path, model, point, *extra, name="run"):
@@ -36,7 +44,12 @@ def surface_run(tmp_path, model, point, *extra, name="run"):
 )
 def test_regime_at_a_point(tmp_path, model, point, regime):
     _, probes, _ = surface_run(
-        tmp_path, model, point, "optimizer.lr=1e-4", "trainer.steps=2", "trainer.log_every=1",
+        tmp_path,
+        model,
+        point,
+        "optimizer.lr=1e-4",
+        "trainer.steps=2",
+        "trainer.log_every=1",
         "probe.every=1",
     )
     assert probes.regime.iloc[0] == regime
@@ -51,8 +64,14 @@ def test_gd_stays_at_the_saddle_and_pgd_escapes_to_the_minimum(tmp_path):
     assert (probes.regime == "strict_saddle").all()
 
     summary, probes, run_dir = surface_run(
-        tmp_path, "escape_saddle", (0.0, 0.0), *run, "optimizer=pgd", "optimizer.radius=0.01",
-        "optimizer.g_thres=1e-3", name="pgd",
+        tmp_path,
+        "escape_saddle",
+        (0.0, 0.0),
+        *run,
+        "optimizer=pgd",
+        "optimizer.radius=0.01",
+        "optimizer.g_thres=1e-3",
+        name="pgd",
     )
     assert summary["final_loss"] == pytest.approx(-1.0, abs=1e-3)
     assert probes.lambda_min.iloc[-1] > 0
@@ -68,8 +87,13 @@ def test_gd_stays_at_the_saddle_and_pgd_escapes_to_the_minimum(tmp_path):
 
 def test_gd_on_the_abs_valley_ends_in_oscillation(tmp_path):
     summary, probes, _ = surface_run(
-        tmp_path, "abs_valley", (1.05, 1.0), "optimizer.lr=0.1", "trainer.steps=200",
-        "trainer.log_every=1", "probe.every=5",
+        tmp_path,
+        "abs_valley",
+        (1.05, 1.0),
+        "optimizer.lr=0.1",
+        "trainer.steps=200",
+        "trainer.log_every=1",
+        "probe.every=5",
     )
     assert probes.regime.iloc[-1] == "oscillation"
     assert abs(summary["final_point"][0][0]) <= 0.1
@@ -80,8 +104,14 @@ def test_edge_of_stability_on_a_quadratic(tmp_path, factor, flagged):
     curvature = 4.0
     lr = factor * 2 / curvature
     summary, probes, _ = surface_run(
-        tmp_path, "quadratic", (1.0, 1.0), f"model.a={curvature}", f"optimizer.lr={lr}",
-        "trainer.steps=100", "trainer.log_every=1", "probe.every=5",
+        tmp_path,
+        "quadratic",
+        (1.0, 1.0),
+        f"model.a={curvature}",
+        f"optimizer.lr={lr}",
+        "trainer.steps=100",
+        "trainer.log_every=1",
+        "probe.every=5",
     )
     assert summary["status"] == "completed"
     assert summary["final_loss"] < 1e-3
@@ -94,8 +124,14 @@ def test_edge_of_stability_on_a_quadratic(tmp_path, factor, flagged):
 def test_divergence_is_a_result_with_files_complete_up_to_it(tmp_path):
     lr = 1.1 * 2 / 4.0
     summary, probes, run_dir = surface_run(
-        tmp_path, "quadratic", (1.0, 1.0), "model.a=4.0", f"optimizer.lr={lr}",
-        "trainer.steps=1000", "trainer.log_every=1", "probe.every=10",
+        tmp_path,
+        "quadratic",
+        (1.0, 1.0),
+        "model.a=4.0",
+        f"optimizer.lr={lr}",
+        "trainer.steps=1000",
+        "trainer.log_every=1",
+        "probe.every=10",
     )
     assert summary["status"] == "diverged"
     step = summary["diverged_at"][0]
@@ -110,8 +146,9 @@ def test_divergence_is_a_result_with_files_complete_up_to_it(tmp_path):
 @pytest.mark.slow
 def test_deep_linear_saddles_and_stages(tmp_path):
     summary, run_dir = run_overrides(
-        tmp_path, ["experiment=deep_linear", "model.depth=2", "init.scale=1e-3",
-                   "trainer.steps=100"], "depth2",
+        tmp_path,
+        ["experiment=deep_linear", "model.depth=2", "init.scale=1e-3", "trainer.steps=100"],
+        "depth2",
     )
     first = load_run(run_dir, "probes", config=False).iloc[0]
     assert first.regime == "strict_saddle"
@@ -129,8 +166,14 @@ def test_deep_linear_saddles_and_stages(tmp_path):
 
 def test_diagnose_reproduces_and_thresholds_change_events(tmp_path):
     _, run_dir = run_overrides(
-        tmp_path, ["experiment=deep_linear", "model.depth=2", "init.scale=1e-3",
-                   "trainer.steps=100", "probe.every=10"],
+        tmp_path,
+        [
+            "experiment=deep_linear",
+            "model.depth=2",
+            "init.scale=1e-3",
+            "trainer.steps=100",
+            "probe.every=10",
+        ],
     )
     summary = diagnose_run(run_dir, load_detect(run_dir, []))
     first = pd.read_parquet(run_dir / "events.parquet")

@@ -61,8 +61,10 @@ def _ntxent(outputs, targets, cfg):
     b = z1.shape[0]
     z = jnp.concatenate([z1, z2], axis=0)
     eps = jnp.finfo(z.dtype).eps
-    sim = optax.losses.cosine_similarity(z[:, None, :], z[None, :, :], epsilon=eps)
-    sim = sim / cfg.temperature
+    # cosine similarities as one (2B, 2B) matmul of unit vectors (norms clipped at eps, as
+    # optax.losses.cosine_similarity does), not a (2B, 2B, D) broadcast
+    unit = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), eps)
+    sim = (unit @ unit.T) / cfg.temperature
     sim = jnp.where(jnp.eye(2 * b, dtype=bool), -jnp.inf, sim)
     partner = jnp.concatenate([jnp.arange(b, 2 * b), jnp.arange(b)])
     positive = jnp.take_along_axis(sim, partner[:, None], axis=1)[:, 0]

@@ -7,7 +7,7 @@ so each tuple (pair, triplet, two views) is stored as stacked inputs, one array 
     name              task        train arrays (leading axis: examples)
     digit_pairs       embedding   x1, x2 (n, 64); same (n,) 1 same class, 0 not (balanced)
     digit_triplets    embedding   anchor, positive (same class), negative (other class)
-    digit_views       embedding   view1, view2: two augmentations of one digit
+    digit_views       embedding   view1, view2: two augmentations of one digit; view_class
     digit_metric      embedding   all of the above (n of each): every embedding loss fits
     ctc_synthetic     sequence    x (n, T, K + 1) noisy frames; labels (n, L), label_paddings
     digits_multitask  multitask   x (n, 64); y class; ink (n, 1); odd (n,) digit parity
@@ -22,6 +22,7 @@ from lossbench.schema import ConfigError
 
 DIGIT_SHAPE = (8, 8, 1)
 DIGIT_CLASSES = 10
+INT_ARRAYS = {"same": np.int32, "view_class": np.int32}
 DROPOUT = 0.2  # digit_views: probability that a pixel of a view is set to 0 (the mean)
 
 # Which embedding losses each stored form serves ({"takes": arrays it needs}).
@@ -70,17 +71,19 @@ def _tuple_counts(cfg) -> tuple[int, int]:
 
 def _other_of_class(y, anchors, same: bool, rng) -> np.ndarray:
     """For each anchor index, a random index of the same class (not itself) or another class."""
-    by_class = [np.flatnonzero(y == c) for c in range(DIGIT_CLASSES)]
-    out = np.empty(len(anchors), dtype=np.int64)
-    for i, a in enumerate(anchors):
-        if same:
-            candidates = by_class[y[a]][by_class[y[a]] != a]
-            out[i] = candidates[rng.integers(len(candidates))]
-        else:
-            other = (y[a] + rng.integers(1, DIGIT_CLASSES)) % DIGIT_CLASSES
-            pool = by_class[other]
-            out[i] = pool[rng.integers(len(pool))]
-    return out
+    order = np.argsort(y, kind="stable")  # indices grouped by class
+    counts = np.bincount(y, minlength=DIGIT_CLASSES)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    classes = y[anchors]
+    if same:
+        rank = np.empty(len(y), dtype=np.int64)
+        rank[order] = np.arange(len(y)) - offsets[y[order]]  # position within its class
+        pick = np.floor(rng.random(len(anchors)) * (counts[classes] - 1)).astype(np.int64)
+        pick += pick >= rank[anchors]  # skip the anchor itself
+    else:
+        classes = (classes + rng.integers(1, DIGIT_CLASSES, len(anchors))) % DIGIT_CLASSES
+        pick = np.floor(rng.random(len(anchors)) * counts[classes]).astype(np.int64)
+    return order[offsets[classes] + pick]
 
 
 def _pairs(x, y, n, rng) -> dict:
@@ -124,7 +127,11 @@ def _augment(images, noise, rng) -> np.ndarray:
 def _views(x, y, n, noise, rng) -> dict:
     # every image once before any image twice (when n exceeds the number of images)
     idx = np.concatenate([rng.permutation(len(x)) for _ in range(-(-n // len(x)))])[:n]
-    return {"view1": _augment(x[idx], noise, rng), "view2": _augment(x[idx], noise, rng)}
+    return {
+        "view1": _augment(x[idx], noise, rng),
+        "view2": _augment(x[idx], noise, rng),
+        "view_class": y[idx],
+    }
 
 
 def _corrupt_pairs_and_triplets(arrays: dict, fraction: float, rng) -> dict:
@@ -167,12 +174,7 @@ def _metric_dataset(name: str, forms: tuple[str, ...]):
                 arrays.update(_triplets(x, y, n, rng))
             if "views" in forms:
                 arrays.update(_views(x, y, n, cfg.noise, rng))
-            splits.append(
-                {
-                    k: v.astype(np.int32 if k == "same" else np.float32)
-                    for k, v in arrays.items()
-                }
-            )
+            splits.append({k: v.astype(INT_ARRAYS.get(k, np.float32)) for k, v in arrays.items()})
         train, test = splits
         info = {"forms": forms, "features": int(xtr.shape[1]), "images": len(xtr)}
         if noise > 0:
@@ -258,8 +260,7 @@ def ctc_synthetic(cfg) -> Dataset:
         train={k: v[train] for k, v in arrays.items()},
         test={k: v[test] for k, v in arrays.items()},
         num_classes=vocab,
-        info={"seq_len": seq_len, "vocab": vocab, "max_label_len": max_len,
-              "features": vocab + 1},
+        info={"seq_len": seq_len, "vocab": vocab, "max_label_len": max_len, "features": vocab + 1},
     )
 
 

@@ -26,7 +26,7 @@ class SeqConv(nnx.Module):
         self.convs = nnx.List(
             [
                 nnx.Conv(a, b, kernel_size=(3,), padding="SAME", rngs=rngs)
-                for a, b in zip(sizes, sizes[1:])
+                for a, b in zip(sizes[:-1], sizes[1:], strict=True)
             ]
         )
         self.head = nnx.Linear(sizes[-1], out_features, rngs=rngs)
@@ -44,7 +44,10 @@ class MultiHeadMLP(nnx.Module):
     def __init__(self, in_features, widths, heads, activation, bias, *, rngs):
         sizes = [in_features, *widths]
         self.trunk = nnx.List(
-            [nnx.Linear(a, b, use_bias=bias, rngs=rngs) for a, b in zip(sizes, sizes[1:])]
+            [
+                nnx.Linear(a, b, use_bias=bias, rngs=rngs)
+                for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+            ]
         )
         self.heads = nnx.Dict(
             {name: nnx.Linear(sizes[-1], d, use_bias=bias, rngs=rngs) for name, d in heads.items()}
