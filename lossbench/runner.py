@@ -105,21 +105,20 @@ class _Divergence:
 
 
 def _metric_rows(out, start, log_every, seed_ids, divergence) -> pd.DataFrame:
-    steps_rec = {k: np.asarray(v) for k, v in out["steps"].items()}
-    eval_rec = {k: np.asarray(v) for k, v in out["eval"].items()}
-    length = next(iter(steps_rec.values())).shape[1]
-    positions = list(range(0, length, log_every))
+    """Rows of one chunk: every log step, plus the step a seed diverged at (loss only)."""
+    logs = {k: np.asarray(v) for k, v in out["log"].items()}
+    evals = {k: np.asarray(v) for k, v in out["eval"].items()}
+    losses = np.asarray(out["loss"])
     rows = []
     for s, seed in enumerate(seed_ids):
-        extra = [divergence.step[s] - start] if 0 <= divergence.step[s] - start < length else []
-        for pos in sorted(set(positions + extra)):
-            step = start + pos
-            if not divergence.alive(s, step):
-                continue
-            row = {"step": step, "seed": seed, **{k: v[s, pos] for k, v in steps_rec.items()}}
-            if pos % log_every == 0:
-                row.update({k: v[s, pos // log_every] for k, v in eval_rec.items()})
-            rows.append(row)
+        for i in range(logs["loss"].shape[1]):
+            step = start + i * log_every
+            if divergence.alive(s, step):
+                row = {"step": step, "seed": seed, **{k: v[s, i] for k, v in logs.items()}}
+                rows.append({**row, **{k: v[s, i] for k, v in evals.items()}})
+        at = divergence.step[s] - start
+        if 0 <= at < losses.shape[1] and at % log_every:
+            rows.append({"step": start + at, "seed": seed, "loss": losses[s, at]})
     return pd.DataFrame(rows)
 
 
@@ -210,7 +209,7 @@ def run(cfg, run_dir: str | Path) -> dict:
                 n = min(length, t.steps - done)
                 tic = time.perf_counter()
                 state, out = trainer.chunk(state, train, test, probe_data, n)
-                losses = np.asarray(out["steps"]["loss"])
+                losses = np.asarray(out["loss"])
                 divergence.update(losses, done)
                 writer.metrics.append(_metric_rows(out, done, t.log_every, seed_ids, divergence))
                 done += n

@@ -71,7 +71,8 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
         vector = params if probe_fn is not None else None
         return TrainState(params, tx.init(params), k_train, jnp.zeros((), jnp.int32), vector)
 
-    def train_step(state: TrainState, train):
+    def train_step(state: TrainState, train, log: bool):
+        """One optimizer step; on a log step (`log`) also the norms and metrics of it."""
         key, k_batch, k_opt = jax.random.split(state.key, 3)
         batch = sample(k_batch, train)
         (value, outputs), grads = grad_of(state.params, batch)
@@ -84,6 +85,9 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
             grad_fn=lambda p, _: jax.grad(problem.loss)(p, batch),
         )
         params = optax.apply_updates(state.params, updates)
+        new_state = state._replace(params=params, opt_state=opt_state, key=key, step=state.step + 1)
+        if not log:
+            return new_state, {"loss": value}
         record = {
             "loss": value,
             "grad_norm": optax.global_norm(grads),
@@ -94,12 +98,18 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
         }
         if problem.model.kind == "surface":  # where on the surface this step started
             record.update({f"x_{i}": state.params["x"][i] for i in range(surface_dim)})
-        return state._replace(
-            params=params, opt_state=opt_state, key=key, step=state.step + 1
-        ), record
+        return new_state, record
 
-    def steps(state, train, n):
-        return jax.lax.scan(lambda s, _: train_step(s, train), state, None, length=n)
+    def logged_steps(state, train, test, n):
+        """`n` steps from a log step: held-out evaluation and full records for the first,
+        only the loss (for divergence checks) for the others."""
+        evaluation = held_out(state.params, test)
+        state, record = train_step(state, train, log=True)
+        state, rest = jax.lax.scan(
+            lambda s, _: train_step(s, train, log=False), state, None, length=n - 1
+        )
+        losses = jnp.concatenate([record["loss"][None], rest["loss"]])
+        return state, (evaluation, record, losses)
 
     def held_out(params, test):
         if not evaluate_test:
@@ -118,42 +128,55 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
         return state._replace(key=key, probe_vector=vector), record
 
     def chunk(state, train, test, probe_batch, n_steps: int):
-        """`n_steps` steps (log-step evaluations inside), then a probe if probes are on."""
+        """`n_steps` steps (a log step every `log_every`), then a probe if probes are on.
+
+        Returns records with a leading axis per log step (`log`: the step's norms and
+        metrics, `eval`: held-out figures) and `loss`, the loss of every step.
+        """
         n_intervals, tail = divmod(n_steps, log_every)
-
-        def interval(s, _):
-            evaluation = held_out(s.params, test)
-            s, records = steps(s, train, log_every)
-            return s, (evaluation, records)
-
-        state, (evaluations, records) = jax.lax.scan(interval, state, None, length=n_intervals)
-        records = jax.tree_util.tree_map(lambda a: a.reshape(-1), records)
-        evaluations = jax.tree_util.tree_map(lambda a: a.reshape(-1), evaluations)
+        state, (evaluations, logs, losses) = jax.lax.scan(
+            lambda s, _: logged_steps(s, train, test, log_every), state, None, length=n_intervals
+        )
+        losses = losses.reshape(-1)
         if tail:
-            last_eval = held_out(state.params, test)
-            state, tail_records = steps(state, train, tail)
-            records = jax.tree_util.tree_map(
-                lambda a, b: jnp.concatenate([a, b]), records, tail_records
-            )
-            evaluations = jax.tree_util.tree_map(
-                lambda a, b: jnp.concatenate([a, b[None]]), evaluations, last_eval
-            )
-        out = {"steps": records, "eval": evaluations}
+            state, (last_eval, last_log, tail_losses) = logged_steps(state, train, test, tail)
+            glue = lambda a, b: jnp.concatenate([a, b[None]])  # noqa: E731
+            evaluations = jax.tree_util.tree_map(glue, evaluations, last_eval)
+            logs = jax.tree_util.tree_map(glue, logs, last_log)
+            losses = jnp.concatenate([losses, tail_losses])
+        out = {"log": logs, "eval": evaluations, "loss": losses}
         if probe_fn is not None:
             state, out["probe"] = run_probe(state, probe_batch)
         return state, out
 
-    vmapped_chunk = jax.vmap(chunk, in_axes=(0, None, None, None, None))
-    compiled_chunk = jax.jit(vmapped_chunk, static_argnums=4, donate_argnums=0)
+    seeds = trainer_cfg.seeds
+    batched_chunk = over_seeds(chunk, seeds, in_axes=(0, None, None, None, None))
+    compiled_chunk = jax.jit(batched_chunk, static_argnums=4, donate_argnums=0)
     compiled_probe = None
     if probe_fn is not None:
-        compiled_probe = jax.jit(jax.vmap(run_probe, in_axes=(0, None)))
+        compiled_probe = jax.jit(over_seeds(run_probe, seeds, in_axes=(0, None)))
     return Trainer(
-        init=jax.jit(jax.vmap(init)),
+        init=jax.jit(over_seeds(init, seeds, in_axes=(0,))),
         chunk=compiled_chunk,
         probe=compiled_probe,
-        evaluate=jax.jit(jax.vmap(problem.metrics, in_axes=(0, None))),
+        evaluate=jax.jit(over_seeds(problem.metrics, seeds, in_axes=(0, None))),
     )
+
+
+def over_seeds(fn: Callable, seeds: int, in_axes: tuple) -> Callable:
+    """`jax.vmap(fn)` over the leading seed axis; for one seed, index it away instead (a vmap
+    of size 1 costs ~9% of a small model's step on CPU, measured in benchmarks/)."""
+    if seeds > 1:
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def single(*args):
+        args = [
+            jax.tree_util.tree_map(lambda a: a[0], arg) if axis == 0 else arg
+            for arg, axis in zip(args, in_axes, strict=True)
+        ]
+        return jax.tree_util.tree_map(lambda a: a[None], fn(*args))
+
+    return single
 
 
 def seed_keys(seed: int, seeds: int) -> jax.Array:

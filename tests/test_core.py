@@ -80,7 +80,7 @@ def test_every_model_init_optimizer_trains_a_few_steps(model):
             )
             state, out = trainer.chunk(state, train, test, {}, 4)
             for metric in ("loss", "grad_norm", "update_norm", "param_norm"):
-                values = np.asarray(out["steps"][metric])
+                values = np.asarray(out["log"][metric])
                 assert np.isfinite(values).all(), (name, init, metric)
 
 
