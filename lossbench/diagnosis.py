@@ -52,7 +52,10 @@ def diagnose_run(run_dir, detect, summary: dict | None = None, *, print_table=Fa
     if print_table and not events.empty:
         from rich.console import Console
 
-        Console().print(pathology.timeline_table(events))
+        console = Console()
+        if not console.is_terminal:  # logs and pipes: do not wrap the table at 80 columns
+            console = Console(width=120)
+        console.print(pathology.timeline_table(events))
     return summary
 
 
