@@ -81,21 +81,33 @@ def output_dim(loss: losses.Loss, data: Dataset) -> int:
             )
         return 1
     if takes == "values":
-        return data.target_dim
+        return data.num_classes if _one_hot_regression(loss, data) else data.target_dim
     return 1
+
+
+def _one_hot_regression(loss: losses.Loss, data: Dataset) -> bool:
+    """A regression loss on class labels: fit one-hot targets (as in Hui & Belkin 2021, and
+    Cohen et al. 2021's MSE runs); accuracy is the argmax of the outputs."""
+    return data.task == "classification" and loss.properties.takes == "values"
 
 
 def _supervised_objective(model: Model, loss: losses.Loss, loss_cfg, data: Dataset):
     takes = loss.properties.takes
+    one_hot = _one_hot_regression(loss, data)
 
     def predict(params, batch):
         return model.apply(params, batch["x"])
 
+    def targets(batch):
+        if one_hot:
+            return jax.nn.one_hot(batch["y"], data.num_classes, dtype=jnp.float32)
+        return batch["y"]
+
     def loss_on_outputs(outputs, batch):
-        return jnp.mean(loss.fn(outputs, batch["y"], loss_cfg))
+        return jnp.mean(loss.fn(outputs, targets(batch), loss_cfg))
 
     def accuracy(outputs, batch):
-        if takes == "logits":
+        if takes in ("logits", "values"):
             return jnp.mean(jnp.argmax(outputs, -1) == batch["y"])
         return jnp.mean((outputs[:, 0] > 0) == (batch["y"] == 1))
 
@@ -138,7 +150,8 @@ def build_problem(cfg) -> Problem:
         model, init_params, predict = task.model, task.init_params, task.predict
         loss_on_outputs, output_metrics = task.loss_on_outputs, task.output_metrics
     else:
-        losses.check_fits(loss.name, data.task)
+        if not _one_hot_regression(loss, data):
+            losses.check_fits(loss.name, data.task)
         if cfg.model.name in surface_names():
             raise ConfigError(
                 "data.name",

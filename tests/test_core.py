@@ -203,3 +203,22 @@ def test_schedules_and_clipping(tmp_path):
         else:
             assert lr[0] == pytest.approx(0.1) and lr[-1] < lr[0]
     assert Path(run_dir).exists()
+
+
+def test_regression_losses_fit_one_hot_class_targets(tmp_path):
+    """The issue's example: `loss=mse data=digits` regresses one-hot targets."""
+    import jax
+
+    cfg = freeze(compose_config(["loss=mse", "data=digits", "model.widths=[16]"]))
+    problem = build_problem(cfg)
+    params = problem.init_params(jax.random.key(0))
+    outputs = problem.predict(params, problem.data.train)
+    assert outputs.shape == (problem.data.n_train, 10)
+    one_hot = np.eye(10)[problem.data.train["y"]]
+    expected = np.mean(np.sum((np.asarray(outputs) - one_hot) ** 2, axis=1))
+    np.testing.assert_allclose(float(problem.loss(params, problem.data.train)), expected, 1e-5)
+    summary, _ = run_overrides(
+        tmp_path,
+        ["loss=mse", "optimizer=sgd", "probe=off", "model.widths=[32]", "trainer.steps=300"],
+    )
+    assert summary["final_test_accuracy"] > 0.9
