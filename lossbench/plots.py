@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from lossbench.analysis import load_config, load_run, load_spectra  # noqa: E402
+from lossbench.analysis import load_config, load_run, load_spectra
 
 REGIME_COLORS = {
     "descent": None,

@@ -31,8 +31,6 @@ EVENTS_FILE = "events.parquet"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoint"
 
-STATUSES = ("completed", "diverged", "failed", "interrupted")
-
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}

@@ -207,18 +207,6 @@ class Config:
     study: str = "default"  # a label carried into results
 
 
-GROUP_SCHEMAS = {
-    "data": DataConfig,
-    "model": ModelConfig,
-    "init": InitConfig,
-    "loss": LossConfig,
-    "optimizer": OptimizerConfig,
-    "trainer": TrainerConfig,
-    "probe": ProbeConfig,
-    "detect": DetectConfig,
-}
-
-
 def register_configs() -> None:
     """Register the root schema as `base_config`; group options merge onto its typed fields."""
     ConfigStore.instance().store(name="base_config", node=Config)

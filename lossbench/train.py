@@ -68,7 +68,8 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
     def init(key):
         k_params, k_train = jax.random.split(key)
         params = problem.init_params(k_params)
-        vector = params if probe_fn is not None else None
+        # a zero vector means a cold (random) start for the first probe's Lanczos run
+        vector = jax.tree_util.tree_map(jnp.zeros_like, params) if probe_fn is not None else None
         return TrainState(params, tx.init(params), k_train, jnp.zeros((), jnp.int32), vector)
 
     def train_step(state: TrainState, train, log: bool):

@@ -67,8 +67,3 @@ def _fast_compiles():
     jax.config.update("jax_disable_most_optimizations", True)
     yield
     jax.config.update("jax_disable_most_optimizations", before)
-
-
-@pytest.fixture
-def compose_cfg():
-    return compose_config
