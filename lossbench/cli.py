@@ -45,8 +45,8 @@ def _task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from lossbench.errors import ConfigError
     from lossbench.runner import run
-    from lossbench.schema import ConfigError
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:

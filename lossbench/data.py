@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lossbench.schema import ConfigError
+from lossbench.errors import ConfigError
 
 
 @dataclass(frozen=True)

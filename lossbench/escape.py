@@ -31,8 +31,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from lossbench.curvature.lanczos import lanczos, ritz_values_and_vectors
+from lossbench.errors import ConfigError
 from lossbench.optimizers import register
-from lossbench.schema import ConfigError
 
 # ---------------------------------------------------------------------------------------------
 # pgd

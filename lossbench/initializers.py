@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lossbench.schema import ConfigError
+from lossbench.errors import ConfigError
 
 _inits = jax.nn.initializers
 

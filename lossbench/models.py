@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lossbench.schema import ConfigError
+from lossbench.errors import ConfigError
 
 ACTIVATIONS: dict[str, Callable] = {
     "tanh": jnp.tanh,

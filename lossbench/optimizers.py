@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import optax
 
-from lossbench.schema import ConfigError
+from lossbench.errors import ConfigError
 
 
 def make_schedule(cfg, steps: int) -> optax.Schedule:

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 
 from lossbench import losses
 from lossbench.data import Dataset, make_dataset
+from lossbench.errors import ConfigError
 from lossbench.initializers import make_init
 from lossbench.models import Model, make_model, surface_names
 from lossbench.optimizers import Optimizer, make_optimizer
-from lossbench.schema import ConfigError
 from lossbench.tasks import TASKS, build_task
 
 SUPERVISED_MODELS = ("linear", "mlp", "deep_linear", "cnn")  # classification / regression

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from lossbench.diagnosis import diagnose_run
+from lossbench.errors import ConfigError
 from lossbench.problem import Problem, build_problem
 from lossbench.results import RunWriter, versions
-from lossbench.schema import ConfigError, freeze
+from lossbench.schema import freeze
 from lossbench.train import make_train, seed_keys
 
 

@@ -20,22 +20,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-
-class ConfigError(ValueError):
-    """A config value that is well typed but not allowed; the message is one line."""
-
-    def __init__(self, key: str, value: Any, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
-
-    @classmethod
-    def from_message(cls, message: str) -> ConfigError:
-        """From a library's "key=value is not allowed: what" message (same one-line form)."""
-        head, _, allowed = message.partition(" is not allowed: ")
-        key, _, value = head.partition("=")
-        error = cls(key, value, allowed)
-        error.args = (message,)
-        return error
+from lossbench.errors import ConfigError as ConfigError  # noqa: F401  (re-export)
 
 
 @dataclass

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lossbench.schema import ConfigError
+from lossbench.errors import ConfigError
 
 KINDS = (
     "minimum",

@@ -13,8 +13,9 @@ import pytest
 from conftest import run_overrides
 
 from lossbench import escape
+from lossbench.errors import ConfigError
 from lossbench.optimizers import GRADIENT_DESCENT_FAMILY, OPTIMIZERS, make_optimizer
-from lossbench.schema import ConfigError, OptimizerConfig
+from lossbench.schema import OptimizerConfig
 from lossbench.surfaces import SURFACES
 
 ESCAPERS = ["pgd", "noisy_gd", "sam", "saddle_free_newton"]

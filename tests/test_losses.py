@@ -14,6 +14,7 @@ import optax
 import pytest
 from flax import nnx
 
+from lossbench.errors import ConfigError
 from lossbench.losses import (
     LOSSES,
     ZERO_ONE_MESSAGE,
@@ -28,7 +29,7 @@ from lossbench.losses import (
     properties_table,
 )
 from lossbench.losses.base import PROPERTY_NAMES, TAKES_TASK
-from lossbench.schema import ConfigError, LossConfig, freeze
+from lossbench.schema import LossConfig, freeze
 
 
 def cfg(name="x", **kw):

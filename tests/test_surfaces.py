@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lossbench.schema import ConfigError
+from lossbench.errors import ConfigError
 from lossbench.surfaces import KINDS, SURFACES, get_surface
 
 NAMES = [

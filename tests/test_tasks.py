@@ -15,8 +15,9 @@ from conftest import REPO, compose_config, hydra_session, run_overrides
 
 from lossbench import losses
 from lossbench.data import make_dataset
+from lossbench.errors import ConfigError
 from lossbench.problem import build_problem
-from lossbench.schema import ConfigError, freeze
+from lossbench.schema import freeze
 
 CONFIGS = REPO / "configs"
 TRAINABLE = sorted(name for name, loss in losses.LOSSES.items() if loss.trainable)

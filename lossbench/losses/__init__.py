@@ -6,6 +6,7 @@ checks; `penalty` is the weight penalty added to any loss; `properties_table` an
 `format_properties_table` list the declared properties.
 """
 
+from lossbench.errors import ConfigError
 from lossbench.losses import (  # noqa: F401  (registers)
     classification,
     embedding,
@@ -23,7 +24,6 @@ from lossbench.losses.multitask import (
 )
 from lossbench.losses.penalties import penalty, weight_leaves
 from lossbench.losses.properties import format_properties_table, properties_table
-from lossbench.schema import ConfigError
 
 ZERO_ONE_MESSAGE = (
     "the 0-1 loss is a metric only (zero gradient almost everywhere); train on a surrogate: "

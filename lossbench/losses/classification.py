@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lossbench.errors import ConfigError
 from lossbench.losses.base import declare
-from lossbench.schema import ConfigError
 
 MULTICLASS_HINGE_VARIANTS = ("crammer_singer", "weston_watkins")
 

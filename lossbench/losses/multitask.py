@@ -22,8 +22,8 @@ from dataclasses import replace
 
 import jax.numpy as jnp
 
+from lossbench.errors import ConfigError
 from lossbench.losses.base import LOSSES, Loss, LossProperties, register
-from lossbench.schema import ConfigError
 
 HEAD_KINDS = ("logits", "score", "values")
 

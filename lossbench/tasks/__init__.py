@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from lossbench import losses
+from lossbench.errors import ConfigError
 from lossbench.initializers import make_init
 from lossbench.models import Model, make_model
-from lossbench.schema import ConfigError
 from lossbench.tasks.datasets import TASK_DATASETS
 from lossbench.tasks.embedding import embedding_objective
 from lossbench.tasks.models import TASK_MODELS, TASK_NETWORKS

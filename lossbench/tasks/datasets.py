@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from lossbench.data import Dataset, _exactly, _positive, _standardize
-from lossbench.schema import ConfigError
+from lossbench.errors import ConfigError
 
 DIGIT_SHAPE = (8, 8, 1)
 DIGIT_CLASSES = 10

@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from lossbench import losses
-from lossbench.schema import ConfigError
+from lossbench.errors import ConfigError
 from lossbench.tasks.datasets import FORMS
 
 MEMBERS = {

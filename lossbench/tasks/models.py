@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from flax import nnx
 
+from lossbench.errors import ConfigError
 from lossbench.models import ACTIVATIONS, MLP, _check_activation
-from lossbench.schema import ConfigError
 
 
 class SeqConv(nnx.Module):

@@ -1,0 +1,29 @@
+"""Errors every layer may raise, free of Hydra (so `losses`, `curvature`, `pathology` stay light).
+
+A `ConfigError` is a value of the right type that is not allowed; its message is one line,
+`key=value is not allowed: what is`, and the command line turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value that is well typed but not allowed; the message is one line."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+
+    @classmethod
+    def from_message(cls, message: str) -> ConfigError:
+        """From a library's "key=value is not allowed: what" message (same one-line form)."""
+        head, _, allowed = message.partition(" is not allowed: ")
+        key, _, value = head.partition("=")
+        error = cls(key, value, allowed)
+        error.args = (message,)
+        return error
+
+
+__all__ = ["ConfigError"]
