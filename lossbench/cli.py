@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
 EXIT_BAD_CONFIG = 2
 README_LOSS_COLUMNS = (
     "name",

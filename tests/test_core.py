@@ -12,7 +12,7 @@ from conftest import REPO, compose_config, hydra_session, run_overrides
 from lossbench.problem import build_problem
 from lossbench.schema import freeze
 
-CONFIGS = REPO / "configs"
+CONFIGS = REPO / "lossbench" / "configs"
 
 
 def options(group: str) -> list[str]:

@@ -19,7 +19,7 @@ from lossbench.errors import ConfigError
 from lossbench.problem import build_problem
 from lossbench.schema import freeze
 
-CONFIGS = REPO / "configs"
+CONFIGS = REPO / "lossbench" / "configs"
 TRAINABLE = sorted(name for name, loss in losses.LOSSES.items() if loss.trainable)
 PRESETS = ["metric_learning", "ctc", "multitask", "label_noise", "regression_outliers"]
 
