@@ -352,5 +352,9 @@ def test_landscape_never_overwrites_files_it_did_not_write(saved_run, capsys):
     assert mine.read_bytes() == b"a user's file"
     assert not (run_dir / "landscape" / "notes.npz").exists()
     assert landscape_main([str(run_dir), "kind=line", "grid=5", "name=mine"]) == 0
-    assert landscape_main([str(run_dir), "kind=line", "grid=7", "name=mine"]) == 0  # its own
-    assert _load(run_dir, "mine")["t"].shape == (7,)
+    written = run_dir / "landscape" / "mine.npz"
+    before = written.stat().st_mtime_ns
+    written.write_bytes(b"stale")  # lossbench's own file: rewritten
+    assert landscape_main([str(run_dir), "kind=line", "grid=5", "name=mine"]) == 0
+    assert written.stat().st_mtime_ns >= before
+    assert _load(run_dir, "mine")["t"].shape == (5,)

@@ -31,9 +31,7 @@ from lossbench.landscape.pca import trajectory_pca
 from lossbench.landscape.runs import (
     final_params,
     load_run_problem,
-    make_loss_fn,
-    make_metrics_fn,
-    run_data,
+    run_context,
     run_trajectory,
     seed_count,
 )
@@ -75,35 +73,20 @@ def compute_landscape(
     """
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not allowed: one of {list(KINDS)}")
-    _, problem = load_run_problem(run_dir)
+    context = run_context(run_dir)
+    problem, data, metrics_fn, loss_fn = context[1:5]
     final = final_params(run_dir, problem, seed)
-    data = run_data(problem)
-    metrics_fn, loss_fn = make_metrics_fn(problem), make_loss_fn(problem)
     rng_dirs, rng_curv, rng_eig = jax.random.split(jax.random.key(key), 3)
     out: dict[str, Any] = {"kind": kind, "run_dir": str(run_dir), "seed": seed}
     center = eigen_directions(
-        _bind(loss_fn, data), final, key=rng_eig, top_k=1, bottom_k=1, lanczos_steps=lanczos_steps
+        context.bound_loss, final, key=rng_eig, top_k=1, bottom_k=1, lanczos_steps=lanczos_steps
     )
     out["center_lambda_max"] = float(center["top_values"][0])
     out["center_lambda_min"] = float(center["bottom_values"][0])
     if kind == "line":
-        out.update(
-            _line(
-                run_dir,
-                problem,
-                final,
-                data,
-                metrics_fn,
-                loss_fn,
-                seed,
-                other,
-                grid,
-                extend,
-                bezier,
-                rng_dirs,
-                lanczos_steps,
-            )
-        )
+        start, end, labels = _line_ends(run_dir, problem, final, seed, other)
+        out["labels"] = np.array(labels)
+        out.update(_line(context, start, end, grid, extend, bezier, rng_dirs, lanczos_steps))
         return out
 
     if kind == "filter":
@@ -146,26 +129,13 @@ def compute_landscape(
     return out
 
 
-def _line(
-    run_dir,
-    problem,
-    final,
-    data,
-    metrics_fn,
-    loss_fn,
-    seed,
-    other,
-    grid,
-    extend,
-    bezier,
-    rng,
-    lanczos_steps,
-) -> dict:
-    start, end, labels = _line_ends(run_dir, problem, final, seed, other)
+def _line(context, start, end, grid, extend, bezier, rng, lanczos_steps) -> dict:
+    """Metrics along the line (and the Bézier curve), barriers, λmax at both ends."""
+    data, metrics_fn, loss_fn = context.data, context.metrics_fn, context.loss_fn
     step = 1.0 / (grid - 1)
     outside = int(round(extend / step))
     t = np.arange(-outside, grid + outside) * step
-    out = {"t": t, "labels": np.array(labels)}
+    out = {"t": t}
     out.update(evaluate_points(metrics_fn, start, (line_direction(start, end),), t[:, None], data))
     inside = slice(outside, outside + grid)
     for name in LOSS_KEYS:
@@ -176,7 +146,7 @@ def _line(
     rng_fit, rng_a, rng_b = jax.random.split(rng, 3)
     for label, point, k in (("start", start, rng_a), ("end", end, rng_b)):
         eig = eigen_directions(
-            _bind(loss_fn, data), point, key=k, top_k=1, bottom_k=1, lanczos_steps=lanczos_steps
+            context.bound_loss, point, key=k, top_k=1, bottom_k=1, lanczos_steps=lanczos_steps
         )
         out[f"{label}_lambda_max"] = float(eig["top_values"][0])
     if bezier:
@@ -226,10 +196,6 @@ def _final_step(run_dir) -> int:
 
     summary = load_summary(run_dir)
     return int(summary.get("steps_completed", -1))
-
-
-def _bind(loss_fn, data):
-    return lambda params: loss_fn(params, data)
 
 
 def _norm(tree) -> float:

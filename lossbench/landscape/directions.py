@@ -8,6 +8,7 @@ between two parameter sets, and the tree arithmetic the grids use.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import jax
@@ -95,6 +96,11 @@ def random_directions(
             "kind='filter' is not allowed: the parameters have no kernels (every leaf is 1-D); "
             "use kind=eigen, pca or line"
         )
+    return _random_directions(key, params, count, one_d)
+
+
+@partial(jax.jit, static_argnames=("count", "one_d"))
+def _random_directions(key, params, count, one_d):
     keys = jax.random.split(key, count)
     return tuple(filter_normalize(gaussian_like(k, params), params, one_d=one_d) for k in keys)
 

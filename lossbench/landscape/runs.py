@@ -6,8 +6,9 @@ The problem is rebuilt from the run's `.hydra/config.yaml`; the final parameters
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -17,25 +18,61 @@ from lossbench.snapshots import load_snapshots
 PyTree = Any
 
 
-def load_run_config(run_dir: str | Path):
-    """The run's frozen, typed config, read from `.hydra/config.yaml`."""
+def _config_text(run_dir: str | Path) -> str:
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.exists():
+        raise ValueError(f"RUN_DIR={str(run_dir)!r} is not allowed: a run directory (with {path})")
+    return path.read_text()
+
+
+def _config_from_text(text: str):
     from omegaconf import OmegaConf
 
     from lossbench.schema import Config, freeze
 
-    path = Path(run_dir) / ".hydra" / "config.yaml"
-    if not path.exists():
-        raise ValueError(f"RUN_DIR={str(run_dir)!r} is not allowed: a run directory (with {path})")
-    merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+    merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(text))
     return freeze(OmegaConf.to_object(merged))
+
+
+def load_run_config(run_dir: str | Path):
+    """The run's frozen, typed config, read from `.hydra/config.yaml`."""
+    return _config_from_text(_config_text(run_dir))
 
 
 def load_run_problem(run_dir: str | Path):
     """`(cfg, problem)` of a saved run, rebuilt from its config."""
+    context = run_context(run_dir)
+    return context.cfg, context.problem
+
+
+class RunContext(NamedTuple):
+    """A run's problem with its data on the device and the functions the grids compile."""
+
+    cfg: Any
+    problem: Any
+    data: dict  # {"train": ..., "test": ...}
+    metrics_fn: Any  # (params, data) -> dict
+    loss_fn: Any  # (params, data) -> scalar
+    bound_loss: Any  # params -> scalar on the whole training set (for Lanczos)
+
+
+def run_context(run_dir: str | Path) -> RunContext:
+    """The run's `RunContext`, cached by its config: repeated landscapes of runs with the same
+    config reuse the compiled programs (same function objects)."""
+    return _cached_context(_config_text(run_dir))
+
+
+@lru_cache(maxsize=4)
+def _cached_context(text: str) -> RunContext:
     from lossbench.problem import build_problem
 
-    cfg = load_run_config(run_dir)
-    return cfg, build_problem(cfg)
+    cfg = _config_from_text(text)
+    problem = build_problem(cfg)
+    data = run_data(problem)
+    loss_fn = make_loss_fn(problem)
+    return RunContext(
+        cfg, problem, data, make_metrics_fn(problem), loss_fn, lambda p: loss_fn(p, data)
+    )
 
 
 def like_template(problem) -> PyTree:
