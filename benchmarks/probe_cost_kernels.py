@@ -1,19 +1,24 @@
-"""Cost of curvature probes against their floor, in one process, as ratios.
+"""Cost of curvature probes against their matvec floor, in one process, as ratios.
 
-A probe's floor is its matvecs: Lanczos with m steps costs m Hessian-vector products, and one
-HVP (forward-over-reverse, Pearlmutter 1994) costs about 2-3 gradients. On the digits-sized
-MLP (64 -> 128 -> 128 -> 10, tanh, 26,122 parameters, 1,437 random samples, cross-entropy)
-this measures, jitted, median of repeats, `block_until_ready`:
+A probe's floor is its matvecs: Lanczos with m steps costs m Hessian-vector products. On the
+digits-sized MLP (64 -> 128 -> 128 -> 10, tanh, 26,122 parameters, 1,437 random samples,
+cross-entropy), jitted, `block_until_ready`, this measures:
 
-- HVP / gradient, for `jax.jvp(jax.grad(f))` and for a pre-linearized gradient
-  (`jax.linearize(jax.grad(f))`, which reuses the forward pass across products);
-- probe / (m x one jitted HVP) for `make_probe` with the default probe config (m = 20) and
-  m = 80, and for the bare Lanczos eigen-solve with both kinds of HVP;
-- what the Lanczos loop costs besides its matvecs (matfree's full-reorthogonalisation
-  Arnoldi with a nearly free matvec), and, for comparison only, a hand-written row-major
-  Lanczos with the same HVP.
+- HVP / gradient, one jitted call each (`jax.jvp(jax.grad(f))`, Pearlmutter 1994, and
+  `jax.linearize(jax.grad(f))` then apply), and the HVP's cost inside a chain of m products
+  from one linearization (the *floor unit*: `floor(m)` = linearize once + m chained products,
+  each normalised, in a `fori_loop`);
+- Lanczos at m = 20, 40, 80 against `floor(m)`: lossbench's kernel (one Gram-Schmidt pass,
+  a second only when needed) and, as "before", matfree's full-reorthogonalisation Arnoldi
+  (two passes, always); `make_probe` with the sharpness preset (top-1) at the same m; the
+  same kernel vmapped over 2 seeds against 2 seeds of the floor;
+- Hutchinson trace with 600 samples against 600 x the floor unit (m = 80): matfree's
+  estimator (one vmap over all samples, "before") and `lax.map` over batches (lossbench now),
+  for several batch sizes;
+- SLQ (4 samples x 30 steps) on matfree's engine and on lossbench's kernel, against its floor.
 
-Kernels are timed round-robin so that a shared machine's changing load hits all of them alike.
+Kernels are timed round-robin so that a shared machine's changing load hits all of them alike;
+a ratio is the median over rounds of the within-round ratio.
 Run: `python benchmarks/probe_cost_kernels.py` (writes benchmarks/probe_cost_kernels.md).
 """
 
@@ -29,16 +34,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from matfree import stochtrace
 
 from lossbench import curvature as cv
-from lossbench.curvature.operators import flat_matvec
+from lossbench.curvature.density import matfree_lanczos
+from lossbench.curvature.lanczos import lanczos, ritz_values_and_vectors
+from lossbench.curvature.operators import flat_matvec, probe_batch_size
 from lossbench.schema import ProbeConfig, freeze
 
 SIZES = (64, 128, 128, 10)
 SAMPLES = 1437
-HVP_TARGET = 2.5
-PROBE_TARGET = 1.15
-STEPS = (20, 80)  # the default probe's lanczos_steps, and the tests'
+STEPS = (20, 40, 80)
+TRACE_SAMPLES = 600
+TRACE_BATCHES = (10, 20, 40, 80, 150)
+SLQ_SAMPLES, SLQ_STEPS = 4, 30
+TARGETS = {"hvp": 2.0, "lanczos": 1.10, "trace": 1.05}
 
 
 def init_mlp(key, sizes=SIZES):
@@ -70,12 +80,8 @@ def seconds(function, args):
     return time.perf_counter() - start
 
 
-def interleaved_medians(kernels: dict, rounds: int) -> dict[str, list[float]]:
-    """Time every kernel once per round, round-robin, after one warm-up (compile) call each.
-
-    On a shared machine, load changes over seconds; interleaving exposes every kernel to the
-    same load, and ratios are taken within a round before the median over rounds.
-    """
+def interleaved_times(kernels: dict, rounds: int) -> dict[str, np.ndarray]:
+    """Time every kernel once per round, round-robin, after one warm-up (compile) call each."""
     for function, args in kernels.values():
         jax.block_until_ready(function(*args))
     times = {name: [] for name in kernels}
@@ -85,121 +91,193 @@ def interleaved_medians(kernels: dict, rounds: int) -> dict[str, list[float]]:
     return {name: np.asarray(values) for name, values in times.items()}
 
 
-def build_kernels(params, batch, key, v):
-    """{name: (jitted function, args)} for every measured kernel; `m` in the name's suffix."""
-    loss_at = lambda b: lambda q: loss_fn(q, b)
+def flat_hessian(p, b):
+    """`(x -> H x, flat params)` from one linearization of the gradient."""
+    matvec, flat, _ = flat_matvec(cv.hessian_matvec(lambda q: loss_fn(q, b), p), p)
+    return matvec, flat
 
-    def chained_hvps(linearize, m):
-        """m chained HVPs at fixed params, as inside Lanczos."""
 
-        def run(p, b, v):
-            matvec = cv.hessian_matvec(loss_at(b), p, linearize=linearize)
+def build_kernels(params, batch, key):
+    """{name: (jitted function, args)}."""
+    n = ravel_pytree(params)[0].size
+    start = jax.random.normal(jax.random.PRNGKey(3), (n,))
+    loss_at = lambda b: lambda q: loss_fn(q, b)  # noqa: E731
+    v = ravel_pytree(params)[1](start)
 
-            def step(_, u):
-                w = matvec(u)
-                norm = jnp.sqrt(sum(jnp.vdot(a, a) for a in jax.tree_util.tree_leaves(w)))
-                return jax.tree_util.tree_map(lambda a: a / norm, w)
+    def floor(m, seeds=1):
+        """Linearize once, then m chained HVPs (normalised), as inside Lanczos."""
 
-            return jax.lax.fori_loop(0, m, step, v)
+        def run(p, b, x):
+            matvec, _ = flat_hessian(p, b)
+            step = lambda _, u: (lambda w: w / jnp.linalg.norm(w))(matvec(u))  # noqa: E731
+            return jax.lax.fori_loop(0, m, step, x)
 
-        return jax.jit(run), (params, batch, v)
+        if seeds > 1:
+            run = jax.vmap(run, in_axes=(0, None, 0))
+            return jax.jit(run), (stack(params, seeds), batch, jnp.stack([start] * seeds))
+        return jax.jit(run), (params, batch, start)
 
-    def eigen_solve(linearize, m):
+    def eigen(engine, m, seeds=1):
+        def run(p, b, x):
+            matvec, _ = flat_hessian(p, b)
+            values, _, _ = ritz_values_and_vectors(engine(matvec, x, m))
+            return values[-1]
+
+        if seeds > 1:
+            run = jax.vmap(run, in_axes=(0, None, 0))
+            return jax.jit(run), (stack(params, seeds), batch, jnp.stack([start] * seeds))
+        return jax.jit(run), (params, batch, start)
+
+    def probe(m):
+        cfg = freeze(dataclasses.replace(ProbeConfig(), lanczos_steps=m, top_k=1, bottom_k=0))
+        return jax.jit(cv.make_probe(cfg, loss_fn)), (params, batch, key, None)
+
+    def trace_before():
         def run(p, b, k):
-            matvec = cv.hessian_matvec(loss_at(b), p, linearize=linearize)
-            return cv.eigenvalues_of(matvec, p, key=k, lanczos_steps=m, top_k=1, bottom_k=0)
+            matvec, flat = flat_hessian(p, b)
+            sampler = stochtrace.sampler_signs(flat, num=TRACE_SAMPLES)
+            estimator = stochtrace.estimator_monte_carlo_mean_and_sem(
+                stochtrace.monte_carlo_trace(), sampler
+            )
+            return estimator(matvec, k)
 
         return jax.jit(run), (params, batch, key)
 
-    def probe(m):
-        cfg = freeze(dataclasses.replace(ProbeConfig(), lanczos_steps=m))
-        return jax.jit(cv.make_probe(cfg, loss_fn)), (params, batch, key, None)
+    def trace_batched(batch_size):
+        def run(p, b, k):
+            matvec, flat = flat_hessian(p, b)
+            probes = jax.random.rademacher(k, (TRACE_SAMPLES, n), flat.dtype)
+            forms = jax.lax.map(lambda z: z @ matvec(z), probes, batch_size=batch_size)
+            return jnp.mean(forms)
 
-    def lanczos_alone(m):
-        """matfree's full-reorthogonalisation loop with a nearly free matvec (a scaling)."""
-        scale = ravel_pytree(v)[0]
-        return jax.jit(lambda d: cv.lanczos(lambda w: d * w, d, m)), (scale,)
+        return jax.jit(run), (params, batch, key)
 
-    def row_major_lanczos(m):
-        """Reference only (not lossbench's engine): the same HVP in a hand-written Lanczos that
-        keeps the basis row-major (m, n) and reorthogonalises with one full classical
-        Gram-Schmidt pass after the three-term recurrence (Paige 1972; Parlett 1998)."""
+    def trace_now():
+        run = lambda p, b, k: cv.trace_of(  # noqa: E731
+            cv.hessian_matvec(loss_at(b), p), p, key=k, samples=TRACE_SAMPLES
+        )
+        return jax.jit(run), (params, batch, key)
 
-        def run(p, b, start):
-            matvec, flat, _ = flat_matvec(cv.hessian_matvec(loss_at(b), p), p)
-            basis = jnp.zeros((m, flat.size), flat.dtype)
+    def slq(engine):
+        def run(p, b, k):
+            matvec, flat = flat_hessian(p, b)
+            probes = jax.random.rademacher(k, (SLQ_SAMPLES, n), flat.dtype)
+            if engine is None:
+                return cv.spectral_density_of(
+                    cv.hessian_matvec(loss_at(b), p), p, key=k, lanczos_steps=SLQ_STEPS,
+                    samples=SLQ_SAMPLES,
+                )  # fmt: skip
 
-            def step(i, carry):
-                basis, alphas, betas, q, previous, beta = carry
-                basis = basis.at[i].set(q)
-                w = matvec(q)
-                alpha = jnp.vdot(q, w)
-                w = w - alpha * q - beta * previous
-                w = w - basis.T @ (basis @ w)
-                norm = jnp.linalg.norm(w)
-                carry = (basis, alphas.at[i].set(alpha), betas.at[i].set(norm), w / norm, q, norm)
-                return carry
+            def one(z):
+                decomposition = engine(matvec, z, SLQ_STEPS)
+                return jnp.linalg.eigh(decomposition.tridiagonal)[0]
 
-            zeros = jnp.zeros(m, flat.dtype)
-            q0 = start / jnp.linalg.norm(start)
-            init = (basis, zeros, zeros, q0, jnp.zeros_like(q0), jnp.zeros((), flat.dtype))
-            return jax.lax.fori_loop(0, m, step, init)[1:3]
+            return jax.lax.map(one, probes, batch_size=probe_batch_size(n, SLQ_SAMPLES))
 
-        return jax.jit(run), (params, batch, ravel_pytree(v)[0])
+        return jax.jit(run), (params, batch, key)
 
     kernels = {
         "gradient": (jax.jit(jax.grad(loss_fn)), (params, batch)),
-        "HVP, jvp of grad": (jax.jit(lambda p, b, v: cv.hvp(loss_at(b), p, v)), (params, batch, v)),
-        "HVP, linearize + apply": (
+        "hvp_jvp": (jax.jit(lambda p, b, v: cv.hvp(loss_at(b), p, v)), (params, batch, v)),
+        "hvp_linearized": (
             jax.jit(lambda p, b, v: cv.hessian_matvec(loss_at(b), p)(v)),
             (params, batch, v),
         ),
     }
     for m in STEPS:
-        kernels[f"{m} chained HVPs in a fori_loop, jvp of grad each|{m}"] = chained_hvps(False, m)
-        kernels[f"{m} chained HVPs in a fori_loop, gradient linearized once|{m}"] = chained_hvps(
-            True, m
-        )
-        kernels[f"Lanczos top eigenpair, jvp of grad each|{m}"] = eigen_solve(False, m)
-        kernels[f"Lanczos top eigenpair, gradient linearized once|{m}"] = eigen_solve(True, m)
-        kernels[f"make_probe, default config but lanczos_steps|{m}"] = probe(m)
-        kernels[f"Lanczos loop alone (matvec ~ free), per step|{m}"] = lanczos_alone(m)
-        kernels[f"reference: row-major Lanczos sketch, one CGS pass|{m}"] = row_major_lanczos(m)
+        kernels[f"floor|{m}"] = floor(m)
+        kernels[f"matfree|{m}"] = eigen(matfree_lanczos, m)
+        kernels[f"lanczos|{m}"] = eigen(lanczos, m)
+        kernels[f"probe|{m}"] = probe(m)
+    kernels["floor2|40"] = floor(40, seeds=2)
+    kernels["lanczos2|40"] = eigen(lanczos, 40, seeds=2)
+    kernels["trace_before"] = trace_before()
+    kernels["trace_now"] = trace_now()
+    for size in TRACE_BATCHES:
+        kernels[f"trace_batch|{size}"] = trace_batched(size)
+    kernels[f"floor|{SLQ_STEPS}"] = floor(SLQ_STEPS)
+    kernels["slq_matfree"] = slq(matfree_lanczos)
+    kernels["slq_lanczos"] = slq(lanczos)
+    kernels["slq_now"] = slq(None)
     return kernels
 
 
-def main(rounds: int = 15, output: Path | None = None) -> str:
+def stack(tree, copies):
+    return jax.tree_util.tree_map(lambda a: jnp.stack([a] * copies), tree)
+
+
+def main(rounds: int = 9, output: Path | None = None) -> str:
     key = jax.random.PRNGKey(0)
     params = init_mlp(key)
     x = jax.random.normal(jax.random.PRNGKey(1), (SAMPLES, SIZES[0]))
     labels = jax.random.randint(jax.random.PRNGKey(2), (SAMPLES,), 0, SIZES[-1])
-    batch = (x, labels)
-    v = jax.tree_util.tree_map(lambda a: jax.random.normal(jax.random.PRNGKey(3), a.shape), params)
     n = ravel_pytree(params)[0].size
+    t = interleaved_times(build_kernels(params, (x, labels), key), rounds)
 
-    times = interleaved_medians(build_kernels(params, batch, key, v), rounds)
-    grad, hvp = times["gradient"], times["HVP, jvp of grad"]
+    def ratio(numerator, denominator):
+        return float(np.median(t[numerator] / t[denominator]))
+
+    def unit(m):  # one linearized HVP inside a chain of m
+        return t[f"floor|{m}"] / m
+
     rows = []
-    for name, t in times.items():
-        label, _, m = name.partition("|")
-        if not m:
-            ratio, unit = np.median(t / grad), "/ gradient"
-            target = f"<= {HVP_TARGET}" if label == "HVP, jvp of grad" else ""
-            limit = HVP_TARGET
-            per = t
-        elif label.startswith("Lanczos loop alone"):
-            per = t / int(m)
-            ratio, unit, target, limit = np.median(per / hvp), "/ HVP", "", None
-            label = f"{label}, m={m}"
-        else:
-            per = t
-            ratio, unit = np.median(t / (int(m) * hvp)), "/ (m x HVP)"
-            target = f"<= {PROBE_TARGET}" if label.startswith("make_probe") else ""
-            limit = PROBE_TARGET
-            label = f"{label}={m}" if label.startswith("make_probe") else f"{label}, m={m}"
-        if target:
-            target += ": yes" if ratio <= limit else ": **no**"
-        rows.append((label, float(np.median(per)), float(ratio), unit, target))
+
+    def row(label, name, value, of, target=None):
+        verdict = ""
+        if target is not None:
+            verdict = f"<= {target:.2f}: " + ("yes" if value <= target else "**no**")
+        rows.append((label, 1e3 * float(np.median(t[name])), value, of, verdict))
+
+    row("gradient", "gradient", 1.0, "gradient")
+    row("HVP, jvp of grad, one call", "hvp_jvp", ratio("hvp_jvp", "gradient"), "gradient")
+    row(
+        "HVP, linearize + apply, one call",
+        "hvp_linearized",
+        ratio("hvp_linearized", "gradient"),
+        "gradient",
+    )
+    per_hvp = float(np.median(unit(80) / t["gradient"]))
+    rows.append(
+        (
+            "one linearized HVP in a chain of 80 (the floor unit)",
+            1e3 * float(np.median(unit(80))),
+            per_hvp,
+            "gradient",
+            f"<= {TARGETS['hvp']:.2f}: " + ("yes" if per_hvp <= TARGETS["hvp"] else "**no**"),
+        )
+    )
+    for m in STEPS:
+        floor = f"floor|{m}"
+        row(f"floor: linearize + {m} chained HVPs", floor, 1.0, f"floor({m})")
+        row(f"before: matfree Arnoldi (2 passes), m={m}", f"matfree|{m}",
+            ratio(f"matfree|{m}", floor), f"floor({m})")  # fmt: skip
+        row(f"lossbench Lanczos, m={m}", f"lanczos|{m}", ratio(f"lanczos|{m}", floor),
+            f"floor({m})", TARGETS["lanczos"])  # fmt: skip
+        row(f"make_probe (top-1, grad, loss), m={m}", f"probe|{m}",
+            ratio(f"probe|{m}", floor), f"floor({m})", TARGETS["lanczos"])  # fmt: skip
+        value = float(np.median(t[f"lanczos|{m}"] / (m * t["hvp_linearized"])))
+        rows.append((f"lossbench Lanczos, m={m}, by the old unit", 1e3 * float(
+            np.median(t[f"lanczos|{m}"])), value, f"{m} x one-call HVP", ""))  # fmt: skip
+    row("lossbench Lanczos vmapped over 2 seeds, m=40", "lanczos2|40",
+        ratio("lanczos2|40", "floor2|40"), "floor(40), 2 seeds", TARGETS["lanczos"])  # fmt: skip
+    trace_floor = TRACE_SAMPLES * unit(80)
+    for label, name, target in (
+        ("before: trace, matfree (one vmap of 600)", "trace_before", None),
+        ("trace_of now (hutchinson, 600, batched)", "trace_now", TARGETS["trace"]),
+        *[(f"trace, lax.map, batches of {s}", f"trace_batch|{s}", None) for s in TRACE_BATCHES],
+    ):
+        value = float(np.median(t[name] / trace_floor))
+        verdict = "" if target is None else f"<= {target:.2f}: " + ("yes" if value <= target
+                                                                    else "**no**")  # fmt: skip
+        rows.append((label, 1e3 * float(np.median(t[name])), value, "600 x floor unit", verdict))
+    slq_floor = f"floor|{SLQ_STEPS}"
+    for label, name in (
+        ("SLQ 4 x 30, matfree engine, batched", "slq_matfree"),
+        ("SLQ 4 x 30, lossbench kernel, batched", "slq_lanczos"),
+        ("spectral_density_of now (4 x 30)", "slq_now"),
+    ):
+        value = float(np.median(t[name] / (SLQ_SAMPLES * t[slq_floor])))
+        rows.append((label, 1e3 * float(np.median(t[name])), value, "4 x floor(30)", ""))
 
     lines = [
         "# Probe cost against its floor",
@@ -207,15 +285,18 @@ def main(rounds: int = 15, output: Path | None = None) -> str:
         f"MLP {' -> '.join(map(str, SIZES))} (tanh), {n:,} parameters, {SAMPLES} random samples,"
         f" cross-entropy, float32, jitted. Device: {jax.devices()[0].device_kind}"
         f" ({platform.machine()}). {rounds} interleaved rounds after compilation; a ratio is the"
-        " median over rounds of the within-round ratio. Ratios are the figures; absolute times"
-        " on a shared 2-core CPU are noise. Written by `benchmarks/probe_cost_kernels.py`.",
+        " median over rounds of the within-round ratio. floor(m) = linearize the gradient once"
+        " + m chained HVPs in a `fori_loop`; the floor unit is floor(80)/80. Lanczos rows"
+        f" compute the top Ritz value. `probe_batch_size` for 600 samples here:"
+        f" {probe_batch_size(n, TRACE_SAMPLES)}. Ratios are the figures; absolute times on a"
+        " shared 2-core CPU are noise. Written by `benchmarks/probe_cost_kernels.py`.",
         "",
         "| kernel | median ms | ratio | ratio of | target |",
         "|---|---:|---:|---|---|",
     ]
     lines += [
-        f"| {name} | {1e3 * t:.2f} | {ratio:.2f} | {unit} | {target} |"
-        for name, t, ratio, unit, target in rows
+        f"| {name} | {ms:.2f} | {value:.2f} | / {of} | {verdict} |"
+        for name, ms, value, of, verdict in rows
     ]
     lines.append("")
     table = "\n".join(lines)
@@ -227,7 +308,7 @@ def main(rounds: int = 15, output: Path | None = None) -> str:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument(
         "--output", type=Path, default=Path(__file__).with_name("probe_cost_kernels.md")
     )

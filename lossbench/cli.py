@@ -83,6 +83,9 @@ def hydra_main() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    from lossbench.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()  # compile once per machine; LOSSBENCH_NO_CACHE=1 turns it off
     if argv and argv[0] == "losses":
         from lossbench.losses import format_properties_table
 

@@ -16,14 +16,5 @@ class ConfigError(ValueError):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
 
-    @classmethod
-    def from_message(cls, message: str) -> ConfigError:
-        """From a library's "key=value is not allowed: what" message (same one-line form)."""
-        head, _, allowed = message.partition(" is not allowed: ")
-        key, _, value = head.partition("=")
-        error = cls(key, value, allowed)
-        error.args = (message,)
-        return error
-
 
 __all__ = ["ConfigError"]

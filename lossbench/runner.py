@@ -42,10 +42,8 @@ def make_probe_fn(cfg, problem: Problem):
     from lossbench.curvature import make_probe
 
     _check_probe(cfg.probe, problem)
-    try:
-        return make_probe(cfg.probe, problem.loss, problem.predict, problem.loss_on_outputs)
-    except ValueError as exc:  # check_probe_config: "probe.key=value is not allowed: ..."
-        raise ConfigError.from_message(str(exc)) from None
+    # check_probe_config raises ConfigError itself
+    return make_probe(cfg.probe, problem.loss, problem.predict, problem.loss_on_outputs)
 
 
 def _check_probe(p, problem: Problem):

@@ -553,3 +553,195 @@ def test_probe_config_errors_name_the_key():
         cv.make_probe(probe_config(trace_method="exact"), probe_loss)
     with pytest.raises(ValueError, match="probe.trace_samples=1"):
         cv.make_probe(probe_config(trace_samples=1), probe_loss)
+
+
+# --- the Lanczos kernel against matfree's (the oracle), warm budgets, compile caching ---
+
+
+def matfree_ritz_values(matvec, start, num_steps):
+    """Ritz values from matfree's full-reorthogonalisation tridiagonalisation."""
+    from matfree import decomp
+
+    _, (diagonal, off_diagonal), *_ = decomp.tridiag_sym(
+        num_steps, reortho="full", materialize=False, custom_vjp=False
+    )(matvec, start)
+    return jax.scipy.linalg.eigh_tridiagonal(diagonal, off_diagonal, eigvals_only=True)
+
+
+@pytest.mark.parametrize("num_steps", [20, 40, 80])
+def test_lanczos_kernel_matches_matfree_ritz_values_float64(problem, x64, num_steps):
+    hessian = jnp.asarray(problem["hessian"])
+    start = jax.random.normal(jax.random.PRNGKey(30), (hessian.shape[0],), jnp.float64)
+    matvec = lambda v: hessian @ v  # noqa: E731
+    decomposition = jax.jit(lambda s: cv.lanczos(matvec, s, num_steps))(start)
+    assert decomposition.size == num_steps
+    ours = np.linalg.eigvalsh(np.asarray(decomposition.tridiagonal))
+    oracle = np.asarray(jax.jit(lambda s: matfree_ritz_values(matvec, s, num_steps))(start))
+    scale = problem["values"][-1]
+    np.testing.assert_allclose(ours, np.sort(oracle), rtol=1e-6, atol=1e-6 * scale)
+    basis = np.asarray(decomposition.basis)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(num_steps), atol=1e-12)
+
+
+def test_lanczos_kernel_keeps_float32_orthogonality_where_plain_lanczos_loses_it():
+    """Widely spread eigenvalues: Ritz values converge fast and, without reorthogonalisation,
+    the basis loses orthogonality (Paige 1971); one pass plus the conditional second keeps it."""
+    diagonal = jnp.concatenate([jnp.geomspace(1e-3, 1.0, 300), jnp.array([5.0, 10.0, 100.0])])
+    start = jax.random.normal(jax.random.PRNGKey(31), diagonal.shape)
+    decomposition = jax.jit(lambda s: cv.lanczos(lambda v: diagonal * v, s, 120))(start)
+    basis = np.asarray(decomposition.basis, np.float64)
+    size = int(decomposition.size)
+    assert size == 120
+    assert np.max(np.abs(basis @ basis.T - np.eye(120))) <= 1e-5
+    ritz = np.linalg.eigvalsh(np.asarray(decomposition.tridiagonal, np.float64))
+    np.testing.assert_allclose(ritz[-3:], [5.0, 10.0, 100.0], rtol=1e-5)
+
+
+def test_lanczos_stops_at_a_traced_step_budget():
+    diagonal = jnp.arange(1.0, 31.0)
+    run = jax.jit(lambda s, budget: cv.lanczos(lambda v: diagonal * v, s, 20, budget))
+    for budget in (1, 4, 20):
+        decomposition = run(jnp.ones(30), budget)
+        assert decomposition.size == budget
+        assert np.all(np.asarray(decomposition.basis)[budget:] == 0)
+        assert np.all(np.asarray(decomposition.tridiagonal)[budget:] == 0)
+
+
+def test_short_warm_probe_from_the_top_eigenvector_matches_dense(problem, x64):
+    """`warm_steps`: a cold probe (zero v0) runs all steps, a warm one only a few, and both
+    give λmax to 1e-6 here (the warm start is the top eigenvector plus 1% noise)."""
+    import dataclasses
+
+    params, batch = inputs64(problem)
+    unravel = ravel_pytree(params)[1]
+    cfg = dataclasses.make_dataclass(
+        "WarmProbeConfig", [("warm_steps", int, 3)], bases=(type(PROBE_CONFIG),), frozen=True
+    )(**{**dataclasses.asdict(probe_config(trace_samples=0, bottom_k=0, top_k=1))})
+    probe = jax.jit(cv.make_probe(cfg, probe_loss))
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    warm = unravel(jnp.asarray(problem["vectors"][:, -1]))
+    values = problem["values"]
+    cold_record, cold_vector = probe(params, batch, jax.random.PRNGKey(32), zeros)
+    warm_record, _ = probe(params, batch, jax.random.PRNGKey(32), warm)
+    np.testing.assert_allclose(cold_record["lambda_max"], values[-1], rtol=1e-8)
+    np.testing.assert_allclose(warm_record["lambda_max"], values[-1], rtol=1e-6)
+    # 3 steps cannot resolve the bottom: the warm λmin is far above the true one
+    assert warm_record["lambda_min"] > 0.5 * values[0]
+    assert cold_record["res_top_1"] <= 1e-8 * values[-1]
+    with pytest.raises(cv_errors().ConfigError, match="probe.warm_steps=81"):
+        cv.make_probe(dataclasses.replace(cfg, warm_steps=81), probe_loss)
+
+
+def cv_errors():
+    import lossbench.errors
+
+    return lossbench.errors
+
+
+def probe_loss_of_arrays(params, x, labels):
+    """A module-level loss with its data as arguments (what a notebook should pass)."""
+    return cross_entropy(predict(params, x), labels)
+
+
+def predict_of_arrays(params, x, labels):
+    del labels
+    return predict(params, x)
+
+
+def outer_loss_of_arrays(outputs, x, labels):
+    del x
+    return cross_entropy(outputs, labels)
+
+
+class CompileCounter:
+    """Counts JAX tracing and XLA compilation events while active."""
+
+    def __init__(self):
+        from jax._src import dispatch
+
+        self.events = {dispatch.JAXPR_TRACE_EVENT: 0, dispatch.BACKEND_COMPILE_EVENT: 0}
+
+    def __call__(self, event, duration, **kwargs):
+        if event in self.events:
+            self.events[event] += 1
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self)
+
+    @property
+    def total(self):
+        return sum(self.events.values())
+
+
+def test_curvature_calls_with_new_arrays_of_the_same_shapes_compile_nothing():
+    def inputs(seed):
+        key_p, key_x, key_y = jax.random.split(jax.random.PRNGKey(seed), 3)
+        x = jax.random.normal(key_x, (64, SIZES[0]))
+        labels = jax.random.randint(key_y, (64,), 0, SIZES[-1])
+        return init_mlp(key_p), x, labels, jax.random.PRNGKey(seed)
+
+    ggn_parts = (predict_of_arrays, outer_loss_of_arrays)
+
+    def calls(params, x, labels, key):
+        return (
+            cv.hessian_eigenvalues(
+                probe_loss_of_arrays, params, x, labels, key=key, lanczos_steps=8, top_k=2
+            ),
+            cv.hessian_trace(probe_loss_of_arrays, params, x, labels, key=key, samples=4),
+            cv.spectral_density(
+                probe_loss_of_arrays, params, x, labels, key=key, lanczos_steps=4, samples=2
+            ),
+            cv.ggn_eigenvalues(*ggn_parts, params, x, labels, key=key, lanczos_steps=4),
+        )
+
+    first, second = inputs(40), inputs(41)
+    jax.block_until_ready((first, second))
+    with CompileCounter() as counter:
+        first_results = jax.block_until_ready(calls(*first))
+    assert counter.total > 0  # the counter sees compilations
+    with CompileCounter() as counter:
+        second_results = jax.block_until_ready(calls(*second))
+    assert counter.total == 0, counter.events
+    # the arrays are arguments, not constants baked into the first compilation
+    assert first_results[0].lambda_max != second_results[0].lambda_max
+    direct = cv.eigenvalues_of(
+        cv.hessian_matvec(lambda p: probe_loss_of_arrays(p, *second[1:3]), second[0]),
+        second[0],
+        key=second[3],
+        lanczos_steps=8,
+        top_k=2,
+    )
+    np.testing.assert_allclose(second_results[0].top, direct.top, rtol=1e-5)
+
+
+def test_an_unhashable_loss_is_refused_not_run_uncompiled():
+    class Loss:  # defines __eq__ without __hash__: unhashable
+        def __eq__(self, other):
+            return isinstance(other, Loss)
+
+        def __call__(self, p):
+            return jnp.sum(p**2)
+
+    with pytest.raises(TypeError, match="loss_fn=.* is not hashable"):
+        cv.hessian_eigenvalues(Loss(), jnp.ones(3), key=jax.random.PRNGKey(0))
+
+
+def test_batched_trace_equals_the_mean_over_the_same_probes(x64):
+    """`lax.map` over batches changes only the schedule: same probes, same numbers."""
+    from matfree import stochtrace
+
+    matrix = jax.random.normal(jax.random.PRNGKey(33), (50, 50), jnp.float64)
+    matrix = matrix + matrix.T
+    key, samples = jax.random.PRNGKey(34), 70
+    result = cv.trace_of(lambda v: matrix @ v, jnp.zeros(50), key=key, samples=samples)
+    probes = stochtrace.sampler_signs(jnp.zeros(50), num=samples)(key)
+    forms = np.einsum("sn,nm,sm->s", probes, matrix, probes)
+    np.testing.assert_allclose(result.estimate, forms.mean(), rtol=1e-12)
+    np.testing.assert_allclose(result.sem, forms.std(ddof=1) / np.sqrt(samples), rtol=1e-10)
+    assert cv.operators.probe_batch_size(26_122, 600) == 40
+    assert cv.operators.probe_batch_size(50, 70) == 70
+    assert cv.operators.probe_batch_size(10**8, 600) == 1

@@ -1,8 +1,11 @@
 """Extreme eigenvalues of curvature matrices by Lanczos with full reorthogonalisation.
 
-Lanczos (1950); the iteration is matfree's full-reorthogonalisation Arnoldi, the engine of
-`decomp.tridiag_sym(reortho="full")` (Krämer et al., 2024). Everything is a pure function of
-arrays: it runs under `jax.jit`, `jax.vmap` and inside `lax.scan`, in float32 or float64.
+Lanczos (1950) with one classical Gram-Schmidt pass per step and a second only when the
+first shows orthogonality being lost (Giraud et al., 2005). Our own kernel, not matfree's
+`decomp.tridiag_sym(reortho="full")` (which the tests keep as the oracle): matfree always runs
+two passes over a column-major basis, 1.3-1.7 x the matvec floor at m = 80 against about 1.0
+here (benchmarks/probe_cost_kernels.md). Everything is a pure function of arrays: it runs
+under `jax.jit`, `jax.vmap` and inside `lax.scan`, in float32 or float64.
 """
 
 from __future__ import annotations
@@ -14,14 +17,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from matfree import decomp
 
 from lossbench.curvature.operators import (
     Matvec,
+    bind_args,
+    compiled,
     flat_matvec,
     ggn_matvec,
     hessian_matvec,
-    jit_when_hashable,
     parameter_blocks,
 )
 
@@ -50,43 +53,85 @@ class LanczosDecomposition(NamedTuple):
 def lanczos(
     matvec_flat: Callable, start: jax.Array, num_steps: int, max_size: Any = None
 ) -> LanczosDecomposition:
-    """Run `num_steps` Lanczos steps with full reorthogonalisation from `start` (any norm).
+    """Run up to `num_steps` Lanczos steps from `start` (any norm), reorthogonalised.
 
-    `max_size` (may be traced) caps the valid steps, e.g. at the dimension of a subspace that
-    `matvec_flat` and `start` live in.
+    `max_size` (may be traced) caps the steps, e.g. at the dimension of a subspace that
+    `matvec_flat` and `start` live in, or at a warm start's shorter budget: the loop stops
+    there, and at a breakdown, so no matvec is wasted.
 
-    Lanczos (1950). The iteration is matfree's Arnoldi (`decomp.hessenberg(reortho="full")`,
-    which is what `decomp.tridiag_sym(reortho="full")` runs): its unsymmetrised Hessenberg
-    matrix keeps the betas, which the breakdown check needs. `T` is the upper triangle of H
-    mirrored, i.e. the computed `q_iᵀ A q_j`, so its eigenvalues are Rayleigh quotients.
+    Lanczos (1950), three-term recurrence, then one classical Gram-Schmidt pass against the
+    whole basis (kept row-major, (m, n)); a second pass runs only when the first removed
+    more than 1 - 1/√2 of the vector's norm, i.e. when orthogonality was being lost ("twice
+    is enough": Kahan's test, Parlett 1998 §6.9; Giraud, Langou, Rozložník & van den Eshof
+    2005). The diagonal of `T` takes the pass's own coefficient as a correction, so it is the
+    computed `q_jᵀ A q_j`; its eigenvalues are Rayleigh quotients.
+
+    Breakdown: a step is kept while its vector is finite and came from a beta well above
+    rounding (`beta_j > 100 eps ‖A q_j‖`, Parlett 1998 §6.9: below it the new vector is
+    rounding noise), and while a second pass did not again remove most of it (the vector
+    was numerically in the span). A NaN matvec (diverged params) leaves `T[0, 0]` NaN,
+    which is reported as such; a zero or NaN `start` gives `size` 0.
     """
-    arnoldi = decomp.hessenberg(num_steps, reortho="full", custom_vjp=False)
-    basis, hessenberg, residual, _ = arnoldi(matvec_flat, start)
-    # A step is valid while its basis vector is finite, came from a beta well above rounding
-    # (beta_j > 100 eps ‖A q_j‖, Kahan's "twice is enough" test, Parlett 1998 §6.9: below it
-    # the new vector is rounding noise) and is orthonormal to the earlier ones. matfree
-    # divides by beta = 0 on an exact breakdown (NaN rows) and normalises rounding noise on a
-    # near one. A NaN matvec (diverged params) leaves T[0, 0] NaN, which is reported as such.
-    eps = jnp.finfo(basis.dtype).eps
-    betas = jnp.diagonal(hessenberg, -1)  # beta_j = H[j + 1, j], j < m - 1
-    image_norms = jnp.sqrt(jnp.sum(hessenberg**2, axis=0))  # ‖A q_j‖ (up to the last beta)
-    clear_beta = jnp.concatenate([jnp.ones(1, bool), betas > 100 * eps * image_norms[:-1]])
-    finite = jnp.all(jnp.isfinite(basis), axis=1)
-    safe_basis = jnp.where(finite[:, None], basis, 0)
-    gram_error = jnp.abs(safe_basis @ safe_basis.T - jnp.eye(num_steps, dtype=basis.dtype))
-    orthonormal = jnp.max(jnp.tril(gram_error), axis=1) <= jnp.sqrt(eps)
-    valid = jnp.cumprod(finite & clear_beta & orthonormal).astype(bool)
-    if max_size is not None:
-        valid = valid & (jnp.arange(num_steps) < max_size)
-    size = jnp.sum(valid)
-    rows, columns = jnp.indices((num_steps, num_steps))
-    tridiagonal = jnp.where(rows <= columns, hessenberg, hessenberg.T)  # upper part, mirrored
-    tridiagonal = jnp.where(valid[:, None] & valid[None, :], tridiagonal, 0)
-    all_betas = jnp.append(betas, jnp.linalg.norm(residual))
-    residual_norm = all_betas[jnp.maximum(size - 1, 0)]
-    return LanczosDecomposition(
-        jnp.where(valid[:, None], basis, 0), tridiagonal, size, residual_norm
+    dtype = start.dtype
+    eps = jnp.finfo(dtype).eps
+    shrink = 1 / np.sqrt(2)  # Kahan's threshold, the "twice is enough" test
+    steps = num_steps if max_size is None else jnp.minimum(max_size, num_steps)
+    q0 = start / jnp.linalg.norm(start)
+    q0_ok = jnp.all(jnp.isfinite(q0))
+    # One spare row: q_m is computed but not kept; rows past the current step are zero, so a
+    # pass against the whole array is a pass against the basis so far.
+    basis = jnp.zeros((num_steps + 1, start.shape[0]), dtype).at[0].set(jnp.where(q0_ok, q0, 0))
+    zeros = jnp.zeros(num_steps, dtype)
+
+    def reorthogonalise(basis, w):
+        """One CGS pass, and a second while the norm keeps dropping below `shrink`."""
+
+        def one_pass(state):
+            w, coefficients, passes, _, _ = state
+            c = basis @ w
+            new = w - c @ basis
+            dropped = jnp.linalg.norm(new) < shrink * jnp.linalg.norm(w)
+            return new, coefficients + c, passes + 1, dropped, dropped & (passes == 1)
+
+        state = one_pass((w, jnp.zeros(basis.shape[0], dtype), 0, False, False))
+        state = jax.lax.while_loop(lambda s: s[3] & (s[2] < 2), one_pass, state)
+        w, coefficients, _, _, in_span = state
+        return w, coefficients, in_span
+
+    def step(carry):
+        j, basis, projections, betas, previous_beta, _ = carry
+        q, q_previous = basis[j], basis[jnp.maximum(j - 1, 0)]
+        w = matvec_flat(q).astype(dtype)
+        image_norm = jnp.linalg.norm(w)
+        alpha = jnp.vdot(q, w)
+        w = w - alpha * q - previous_beta * q_previous
+        w, coefficients, in_span = reorthogonalise(basis, w)
+        # column j of Q A Qᵀ as computed: the recurrence's alpha and beta plus the pass's
+        # coefficients (rounding-level above the diagonal band, as in Arnoldi's H)
+        column = (
+            coefficients.at[j]
+            .add(alpha)
+            .at[jnp.maximum(j - 1, 0)]
+            .add(jnp.where(j > 0, previous_beta, 0))
+        )
+        beta = jnp.linalg.norm(w)
+        q_next = w / beta
+        keep = jnp.all(jnp.isfinite(q_next)) & (beta > 100 * eps * image_norm) & ~in_span
+        basis = basis.at[j + 1].set(jnp.where(keep & (j + 1 < steps), q_next, 0))
+        projections = projections.at[:, j].set(column[:num_steps])
+        return j + 1, basis, projections, betas.at[j].set(beta), beta, ~keep
+
+    projections = jnp.zeros((num_steps, num_steps), dtype)
+    init = (0, basis, projections, zeros, jnp.zeros((), dtype), ~q0_ok)
+    size, basis, projections, betas, _, _ = jax.lax.while_loop(
+        lambda c: (c[0] < steps) & ~c[5], step, init
     )
+    valid = jnp.arange(num_steps) < size
+    rows, columns = jnp.indices((num_steps, num_steps))
+    tridiagonal = jnp.where(rows <= columns, projections, projections.T)  # upper part, mirrored
+    tridiagonal = jnp.where(valid[:, None] & valid[None, :], tridiagonal, 0)
+    residual_norm = betas[jnp.maximum(size - 1, 0)]
+    return LanczosDecomposition(basis[:num_steps], tridiagonal, size, residual_norm)
 
 
 def ritz_values_and_vectors(decomposition: LanczosDecomposition):
@@ -151,10 +196,11 @@ def eigenvalues_of(
     v0: PyTree | None = None,
     warm_start_noise: float = 1.0,
     residuals: str = "lanczos",
+    max_steps: Any = None,
 ) -> EigenResult:
     """Top-k and bottom-k eigenpairs of a symmetric operator by one Lanczos run.
 
-    Lanczos (1950) with full reorthogonalisation (matfree). Each reported eigenvalue is a Ritz
+    Lanczos (1950) with full reorthogonalisation (see `lanczos`). Each reported eigenvalue is a Ritz
     value, a Rayleigh quotient `vᵀMv` of a unit vector, so it lies inside the true spectrum:
     the reported λmin is never below the true λmin (up to rounding, about machine epsilon times
     ‖M‖). A negative λmin is therefore certain negative curvature; a positive one proves
@@ -171,12 +217,15 @@ def eigenvalues_of(
         beta times the last component of the eigenvector of T; exact in exact arithmetic and,
         with full reorthogonalisation, accurate down to about eps·‖M‖) or "matvec" (one real
         matvec per reported pair).
+      max_steps: optional cap on the steps actually run, at most `lanczos_steps` (which sizes
+        the arrays); may be traced, e.g. fewer steps when `v0` is a warm start.
     """
     if residuals not in ("lanczos", "matvec"):
         raise ValueError(f"residuals={residuals!r} is not allowed: 'lanczos' or 'matvec'")
     matvec_flat, flat, unravel = flat_matvec(matvec, params_like)
     num_steps = max(1, min(int(lanczos_steps), flat.shape[0]))
-    decomposition = lanczos(matvec_flat, start_vector(key, flat, v0, warm_start_noise), num_steps)
+    start = start_vector(key, flat, v0, warm_start_noise)
+    decomposition = lanczos(matvec_flat, start, num_steps, max_steps)
     values, coefficients, first_valid = ritz_values_and_vectors(decomposition)
     size = decomposition.size
 
@@ -210,11 +259,11 @@ def eigenvalues_of(
     )
 
 
-@jit_when_hashable("loss_fn", *EIGEN_STATIC)
+@compiled("loss_fn", *EIGEN_STATIC)
 def hessian_eigenvalues(
-    loss_fn: Callable[[PyTree], jax.Array],
+    loss_fn: Callable[..., jax.Array],
     params: PyTree,
-    *,
+    *args: Any,
     key: jax.Array,
     lanczos_steps: int = 20,
     top_k: int = 1,
@@ -223,13 +272,16 @@ def hessian_eigenvalues(
     warm_start_noise: float = 1.0,
     residuals: str = "lanczos",
 ) -> EigenResult:
-    """Extreme Hessian eigenpairs of `loss_fn` at `params` (see `eigenvalues_of`), compiled.
+    """Extreme Hessian eigenpairs of `loss_fn(params, *args)` in `params` (see
+    `eigenvalues_of`), compiled once per `loss_fn` and shapes.
 
-    A negative `bottom[0]` / `lambda_min` is certain negative curvature: Ritz values never lie
-    below the true smallest eigenvalue.
+    `args` (data, targets, any pytrees) are traced: a module-level `loss_fn` called again
+    with new arrays of the same shapes compiles nothing. A negative `bottom[0]` /
+    `lambda_min` is certain negative curvature: Ritz values never lie below the true smallest
+    eigenvalue.
     """
     return eigenvalues_of(
-        hessian_matvec(loss_fn, params),
+        hessian_matvec(bind_args(loss_fn, args), params),
         params,
         key=key,
         lanczos_steps=lanczos_steps,
@@ -241,12 +293,12 @@ def hessian_eigenvalues(
     )
 
 
-@jit_when_hashable("predict", "loss_on_outputs", *EIGEN_STATIC)
+@compiled("predict", "loss_on_outputs", *EIGEN_STATIC)
 def ggn_eigenvalues(
-    predict: Callable[[PyTree], PyTree],
-    loss_on_outputs: Callable[[PyTree], jax.Array],
+    predict: Callable[..., PyTree],
+    loss_on_outputs: Callable[..., jax.Array],
     params: PyTree,
-    *,
+    *args: Any,
     key: jax.Array,
     lanczos_steps: int = 20,
     top_k: int = 1,
@@ -255,9 +307,10 @@ def ggn_eigenvalues(
     warm_start_noise: float = 1.0,
     residuals: str = "lanczos",
 ) -> EigenResult:
-    """Extreme eigenpairs of the generalized Gauss-Newton matrix (see `ggn_vp`)."""
+    """Extreme eigenpairs of the generalized Gauss-Newton matrix of
+    `loss_on_outputs(predict(params, *args), *args)` (see `ggn_vp`; `args` traced)."""
     return eigenvalues_of(
-        ggn_matvec(predict, loss_on_outputs, params),
+        ggn_matvec(bind_args(predict, args), bind_args(loss_on_outputs, args), params),
         params,
         key=key,
         lanczos_steps=lanczos_steps,
@@ -304,34 +357,40 @@ def block_top_eigenvalues_of(
     return {name: tops[row] for row, (name, _, _) in enumerate(blocks)}
 
 
-@jit_when_hashable("loss_fn", "lanczos_steps")
+@compiled("loss_fn", "lanczos_steps")
 def block_top_eigenvalues(
-    loss_fn: Callable[[PyTree], jax.Array],
+    loss_fn: Callable[..., jax.Array],
     params: PyTree,
-    *,
+    *args: Any,
     key: jax.Array,
     lanczos_steps: int = 20,
 ) -> dict[str, jax.Array]:
     """{"layers/0/kernel": top eigenvalue of that leaf's diagonal Hessian block, ...}.
 
     The block Hessian is the Hessian of the loss as a function of that leaf alone, the other
-    leaves held fixed (see `block_top_eigenvalues_of`).
+    leaves held fixed (see `block_top_eigenvalues_of`); `loss_fn(params, *args)`.
     """
     return block_top_eigenvalues_of(
-        hessian_matvec(loss_fn, params), params, key=key, lanczos_steps=lanczos_steps
+        hessian_matvec(bind_args(loss_fn, args), params),
+        params,
+        key=key,
+        lanczos_steps=lanczos_steps,
     )
 
 
-@jit_when_hashable("predict", "loss_on_outputs", "lanczos_steps")
+@compiled("predict", "loss_on_outputs", "lanczos_steps")
 def block_top_ggn_eigenvalues(
-    predict: Callable[[PyTree], PyTree],
-    loss_on_outputs: Callable[[PyTree], jax.Array],
+    predict: Callable[..., PyTree],
+    loss_on_outputs: Callable[..., jax.Array],
     params: PyTree,
-    *,
+    *args: Any,
     key: jax.Array,
     lanczos_steps: int = 20,
 ) -> dict[str, jax.Array]:
     """Like `block_top_eigenvalues`, for the diagonal blocks of the Gauss-Newton matrix."""
     return block_top_eigenvalues_of(
-        ggn_matvec(predict, loss_on_outputs, params), params, key=key, lanczos_steps=lanczos_steps
+        ggn_matvec(bind_args(predict, args), bind_args(loss_on_outputs, args), params),
+        params,
+        key=key,
+        lanczos_steps=lanczos_steps,
     )

@@ -87,10 +87,15 @@ def ggn_matvec(
     return lambda v: vjp(output_hvp(jvp(v)))[0]
 
 
-def jit_when_hashable(*static_argnames: str) -> Callable[[Callable], Callable]:
+def compiled(*static_argnames: str) -> Callable[[Callable], Callable]:
     """Decorator: compile the whole call with `jax.jit`, the named arguments (functions, step
-    counts) static. Repeated calls with the same functions reuse the compiled code; an
-    unhashable static argument falls back to the plain (uncompiled) call."""
+    counts) static, everything else (parameters, data, keys) traced.
+
+    A call with the same functions and new arrays of the same shapes reuses the compiled code,
+    so pass a module-level loss and give its data as extra arguments
+    (`hessian_eigenvalues(loss, params, x, y, key=...)`), not a fresh lambda per call. An
+    unhashable static argument raises a `TypeError` (it is never run uncompiled).
+    """
 
     def decorate(function):
         jitted = jax.jit(function, static_argnames=static_argnames)
@@ -99,15 +104,48 @@ def jit_when_hashable(*static_argnames: str) -> Callable[[Callable], Callable]:
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
             bound = signature.bind(*args, **kwargs).arguments
-            try:
-                hash(tuple(bound.get(name) for name in static_argnames))
-            except TypeError:
-                return function(*args, **kwargs)
+            for name in static_argnames:
+                try:
+                    hash(bound.get(name))
+                except TypeError:
+                    raise TypeError(
+                        f"{function.__name__}: {name}={bound[name]!r} is not hashable, so "
+                        "jax.jit cannot take it as a static argument; pass a module-level "
+                        "function (or a functools.partial of one) and give arrays as extra "
+                        "positional arguments"
+                    ) from None
             return jitted(*args, **kwargs)
 
+        wrapper.jitted = jitted
         return wrapper
 
     return decorate
+
+
+# Probe vectors per batch of `lax.map` in trace and SLQ: all at once (one vmap) keeps every
+# sample's intermediates alive and runs out of cache; one at a time loses the batched matmuls.
+# About 2**20 vector elements per batch (40 vectors for a 26k-parameter MLP) measured best
+# on CPU (benchmarks/probe_cost_kernels.md).
+BATCH_ELEMENTS = 2**20
+
+
+def probe_batch_size(num_parameters: int, samples: int) -> int:
+    """Probe vectors per `lax.map` batch for `num_parameters` (see `BATCH_ELEMENTS`)."""
+    return int(max(1, min(samples, BATCH_ELEMENTS // max(num_parameters, 1))))
+
+
+def batched_map(function: Callable, vectors: jax.Array) -> jax.Array:
+    """`function` over the rows of `vectors`, vmapped within batches of `probe_batch_size`
+    rows, batches one after another (`lax.map`)."""
+    samples, n = vectors.shape
+    return jax.lax.map(function, vectors, batch_size=probe_batch_size(n, samples))
+
+
+def bind_args(function: Callable, args: tuple) -> Callable:
+    """`x -> function(x, *args)`: a loss or model of the parameters (or outputs) alone."""
+    if not args:
+        return function
+    return lambda x: function(x, *args)
 
 
 def flat_matvec(matvec: Matvec, params_like: PyTree) -> tuple[Callable, jax.Array, Callable]:

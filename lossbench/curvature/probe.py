@@ -22,9 +22,16 @@ from lossbench.curvature.operators import (
     safe_divide,
 )
 from lossbench.curvature.trace import TRACE_METHODS, trace_of
+from lossbench.errors import ConfigError
 
 PyTree = Any
 CURVATURES = ("hessian", "ggn")
+# Norm of the random unit vector mixed into a warm start: with the full step budget, 1 (the
+# random half keeps the bottom of the spectrum in view); with a short warm budget
+# (`warm_steps`), 0.01: the start stays on the last top eigenvector, which moves little
+# between probes (benchmarks/sharpness_warm_start.md).
+WARM_START_NOISE = 1.0
+SHORT_WARM_START_NOISE = 0.01
 
 
 def record_keys(cfg: Any, params_like: PyTree = None) -> list[str]:
@@ -46,11 +53,17 @@ def record_keys(cfg: Any, params_like: PyTree = None) -> list[str]:
     return keys
 
 
+def warm_steps_of(cfg: Any) -> int | None:
+    """`cfg.warm_steps` (Lanczos steps of a warm-started probe), None when the config has no
+    such key or it is null: then warm probes run `lanczos_steps` like cold ones."""
+    return getattr(cfg, "warm_steps", None) if cfg.warm_start else None
+
+
 def check_probe_config(cfg: Any, has_ggn_parts: bool) -> None:
-    """Raise ValueError naming the key, the value and what is allowed."""
+    """Raise `ConfigError` naming the key, the value and what is allowed."""
 
     def fail(key, value, allowed):
-        raise ValueError(f"probe.{key}={value!r} is not allowed: {allowed}")
+        raise ConfigError(f"probe.{key}", value, allowed)
 
     if cfg.curvature not in CURVATURES:
         fail("curvature", cfg.curvature, f"one of {CURVATURES}")
@@ -67,6 +80,9 @@ def check_probe_config(cfg: Any, has_ggn_parts: bool) -> None:
         fail("trace_samples", cfg.trace_samples, "0 (off) or >= 2")
     if cfg.density_samples > 0 and cfg.density_steps < 1:
         fail("density_steps", cfg.density_steps, ">= 1")
+    warm_steps = warm_steps_of(cfg)
+    if warm_steps is not None and not 1 <= warm_steps <= cfg.lanczos_steps:
+        fail("warm_steps", warm_steps, f"null or in [1, probe.lanczos_steps={cfg.lanczos_steps}]")
 
 
 def make_probe(
@@ -81,9 +97,12 @@ def make_probe(
     training loss; for `cfg.curvature == "ggn"` the curvature is the Gauss-Newton matrix of
     `loss_on_outputs(predict(params, batch), batch)` (Schraudolph, 2002). `v0` warm-starts
     Lanczos when `cfg.warm_start` (a zero pytree means a cold start, so a scan carry can start
-    at zeros); `v_next` is this probe's top eigenvector. The record is a flat dict of arrays,
-    keys as in `record_keys`: all scalars except `density_nodes` / `density_weights`
-    (density_samples, density_steps). Ritz values and residuals are described in
+    at zeros); `v_next` is this probe's top eigenvector. With `cfg.warm_steps` set, a warm
+    start runs only that many steps (a cold one still `lanczos_steps`), from `v0` plus a
+    small random part: sharpness tracking at a fraction of the cost; the bottom of the
+    spectrum is then not resolved (read `lambda_min` as an upper bound only). The record is a
+    flat dict of arrays, keys as in `record_keys`: all scalars except `density_nodes` /
+    `density_weights` (density_samples, density_steps). Ritz values and residuals are described in
     `eigenvalues_of` (residuals by the free Lanczos formula; an `eig_*_k` that the Krylov space
     cannot supply, e.g. k > number of parameters, is NaN); `grad_curvature` is uᵀMu and
     `grad_overlap_i` is |⟨u, v_i⟩| for u = g/‖g‖ (0 when g = 0); `eig_ratio` is λmin/λmax
@@ -91,6 +110,8 @@ def make_probe(
     """
     check_probe_config(cfg, predict is not None and loss_on_outputs is not None)
     use_ggn = cfg.curvature == "ggn"
+    warm_steps = warm_steps_of(cfg)
+    noise = WARM_START_NOISE if warm_steps is None else SHORT_WARM_START_NOISE
 
     def probe(params, batch, key, v0=None):
         loss_at = lambda p: loss_fn(p, batch)
@@ -103,6 +124,11 @@ def make_probe(
             loss, grad, matvec = loss_grad_and_hessian_matvec(loss_at, params)
         eig_key, trace_key, density_key, block_key = jax.random.split(key, 4)
 
+        v0 = v0 if cfg.warm_start else None
+        max_steps = None
+        if v0 is not None and warm_steps is not None:
+            is_warm = jnp.any(ravel_pytree(v0)[0] != 0)  # traced: no branch, a shorter loop
+            max_steps = jnp.where(is_warm, warm_steps, cfg.lanczos_steps)
         eig = eigenvalues_of(
             matvec,
             params,
@@ -110,7 +136,9 @@ def make_probe(
             lanczos_steps=cfg.lanczos_steps,
             top_k=max(cfg.top_k, 1),
             bottom_k=cfg.bottom_k,
-            v0=v0 if cfg.warm_start else None,
+            v0=v0,
+            warm_start_noise=noise,
+            max_steps=max_steps,
         )
         grad_flat, unravel = ravel_pytree(grad)
         grad_norm = jnp.linalg.norm(grad_flat)

@@ -1,0 +1,148 @@
+"""How many warm-started Lanczos steps track the sharpness across a training run.
+
+Trains the default study (digits MLP, Adam, batch 128, 2000 steps) with probes off, keeping
+the parameters every 100 steps. At each of those points the reference is a cold 40-step
+Lanczos λmax on the probe batch (the whole training set). Then, for each warm budget k and
+warm-start noise, the in-loop probe (`make_probe` with `warm_steps=k`) is replayed along the
+same points in order, each probe starting from the previous one's top eigenvector (the first
+one cold, `lanczos_steps=20`, as in a run). The table gives, over the run, the largest
+relative and absolute error of λmax against the reference, and how many probes were within
+1e-3 (relative). Also: λmax on random subsets of the training set against the full set, the
+error a `probe.batch_size` costs. Run: `python benchmarks/sharpness_warm_start.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from conftest import compose_config  # noqa: E402
+
+import lossbench.curvature.probe as probe_module  # noqa: E402
+from lossbench import curvature as cv  # noqa: E402
+from lossbench.problem import build_problem  # noqa: E402
+from lossbench.runner import probe_batch  # noqa: E402
+from lossbench.schema import freeze  # noqa: E402
+from lossbench.train import make_train, seed_keys  # noqa: E402
+
+BUDGETS = (1, 2, 3, 4, 5, 6, 8, 10)
+NOISES = (0.01, 0.1, 1.0)
+TOLERANCE = 1e-3
+SUBSETS = (128, 256, 512, 1024)
+
+
+def with_warm_steps(probe_cfg, warm_steps):
+    """The frozen probe config plus a `warm_steps` field (until the schema has one)."""
+    twin = dataclasses.make_dataclass(
+        "WarmProbeConfig", [("warm_steps", int | None, None)], bases=(type(probe_cfg),),
+        frozen=True,
+    )  # fmt: skip
+    return twin(**dataclasses.asdict(probe_cfg), warm_steps=warm_steps)
+
+
+def trajectory(overrides, steps, every):
+    """Parameters (one seed) every `every` steps of the run, the problem and its probe batch."""
+    cfg = freeze(compose_config(["trainer.progress=false", "probe=off", *overrides]))
+    problem = build_problem(cfg)
+    trainer = make_train(problem, cfg.trainer, None)
+    train, test = jax.device_put(problem.data.train), jax.device_put(problem.data.test)
+    state = trainer.init(seed_keys(0, 1))
+    points = [jax.tree_util.tree_map(lambda a: a[0], state.params)]
+    for _ in range(steps // every):
+        state, _ = trainer.chunk(state, train, test, {}, every)
+        points.append(jax.tree_util.tree_map(lambda a: a[0], state.params))
+    return cfg, problem, points
+
+
+def cold_lambda_max(problem, params, batch, seed, steps=40):
+    """The reference: λmax of a cold `steps`-step Lanczos run on `batch`."""
+    result = cv.hessian_eigenvalues(
+        problem.loss, params, batch, key=jax.random.PRNGKey(seed), lanczos_steps=steps,
+        top_k=1, bottom_k=0,
+    )  # fmt: skip
+    return float(result.lambda_max)
+
+
+def main(output: Path | None, steps: int = 2000, every: int = 100) -> str:
+    cfg, problem, points = trajectory([], steps, every)
+    batch = jax.device_put(probe_batch(cfg, problem))
+    reference = np.array([cold_lambda_max(problem, p, batch, i) for i, p in enumerate(points)])
+    sharpness = dataclasses.replace(cfg.probe, lanczos_steps=20, top_k=1, bottom_k=0)
+    rows = []
+    for noise in NOISES:
+        probe_module.SHORT_WARM_START_NOISE = noise
+        for budget in BUDGETS:
+            probe = jax.jit(cv.make_probe(with_warm_steps(sharpness, budget), problem.loss))
+            vector = jax.tree_util.tree_map(jnp.zeros_like, points[0])
+            found = []
+            for i, p in enumerate(points):
+                record, vector = probe(p, batch, jax.random.PRNGKey(100 + i), vector)
+                found.append(float(record["lambda_max"]))
+            error = np.abs(np.asarray(found) - reference)
+            relative = error / np.abs(reference)
+            rows.append((noise, budget, relative.max(), error.max(), (relative <= TOLERANCE)))
+    probe_module.SHORT_WARM_START_NOISE = 0.01
+
+    train = problem.data.train
+    n_train = next(iter(train.values())).shape[0]
+    subset_rows = []
+    for size in SUBSETS:
+        errors = []
+        for i, p in enumerate(points[1:]):
+            rng = np.random.default_rng(i)
+            idx = rng.choice(n_train, size, replace=False)
+            subset = {k: v[idx] for k, v in train.items()}
+            value = cold_lambda_max(problem, p, subset, i)
+            errors.append(abs(value - reference[i + 1]) / abs(reference[i + 1]))
+        subset_rows.append((size, float(np.median(errors)), float(np.max(errors))))
+
+    lines = [
+        "# Sharpness tracking with warm-started Lanczos",
+        "",
+        f"Default study (digits MLP, {problem.param_count:,} parameters, Adam, batch 128), "
+        f"{steps} steps, a probe every {every} ({len(points)} probes, the first cold with 20 "
+        "steps). Reference: cold 40-step Lanczos λmax on the whole training set "
+        f"({reference.min():.3g} to {reference.max():.3g} over the run). Written by "
+        "`benchmarks/sharpness_warm_start.py`.",
+        "",
+        "| warm-start noise | warm steps | max relative error | max absolute error "
+        f"| probes within {TOLERANCE:g} |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {noise:g} | {budget} | {rel:.1e} | {ab:.1e} | {ok.sum()}/{ok.size} |"
+        for noise, budget, rel, ab, ok in rows
+    ]
+    lines += [
+        "",
+        "## λmax on a random subset of the training set against the whole set (cold, 40 steps)",
+        "",
+        f"Over the {len(points) - 1} probes after the first; the whole set has {n_train} samples.",
+        "",
+        "| probe.batch_size | median relative error | max relative error |",
+        "|---:|---:|---:|",
+        *[f"| {size} | {median:.3f} | {worst:.3f} |" for size, median, worst in subset_rows],
+        "",
+    ]
+    table = "\n".join(lines)
+    print(table)
+    if output is not None:
+        output.write_text(table)
+    return table
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=HERE / "sharpness_warm_start.md")
+    parser.add_argument("--steps", type=int, default=2000)
+    arguments = parser.parse_args()
+    main(arguments.output, arguments.steps)
