@@ -1,0 +1,117 @@
+"""Who owns a run directory: a run claims a new or empty one, or refuses to start.
+
+Never delete or overwrite what lossbench did not create (DESIGN, "Files a run leaves"):
+
+- a directory that holds anything is refused, unless the run resumes the lossbench run in it
+  (`trainer.resume=true`) or is told to move its contents aside (`trainer.overwrite=true`
+  moves them into `previous-<time>/` inside it, deleting nothing);
+- a run stopped by a bad value removes only what this invocation created: the folders it
+  made (the run directory and parents that did not exist) and the files it wrote.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lossbench.errors import ConfigError
+
+SUMMARY_FILE = "summary.json"
+PREVIOUS_PREFIX = "previous-"
+
+
+@dataclass
+class Claim:
+    """What claiming a directory did: the folders it created (outermost first), and where it
+    moved earlier contents (`trainer.overwrite`), if anywhere."""
+
+    run_dir: Path
+    created: list[Path] = field(default_factory=list)
+    moved_to: Path | None = None
+    resumed: bool = False
+
+
+def _contents(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
+
+
+def claim_run_dir(
+    run_dir, *, resume: bool = False, overwrite: bool = False, key: str = "hydra.run.dir"
+) -> Claim:
+    """Make `run_dir` this run's, or raise `ConfigError` naming it. Creates missing folders."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(key, str(run_dir), "a directory (this path is a file)")
+    entries = _contents(run_dir)
+    claim = Claim(run_dir)
+    if resume:
+        if not (run_dir / SUMMARY_FILE).exists():
+            raise ConfigError(
+                "trainer.resume",
+                True,
+                f"only for a directory holding a lossbench run ({key}={str(run_dir)!r} has no "
+                f"{SUMMARY_FILE})",
+            )
+        claim.resumed = True
+        return claim
+    if entries and not overwrite:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise ConfigError(
+            key,
+            str(run_dir),
+            f"a new or empty directory (it holds {len(entries)} entries: {shown}); "
+            "trainer.resume=true continues the run there, trainer.overwrite=true moves its "
+            f"files into {PREVIOUS_PREFIX}<time>/",
+        )
+    if entries:
+        claim.moved_to = move_aside(run_dir)
+        return claim
+    missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    claim.created = sorted(missing, key=lambda p: len(p.parts))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return claim
+
+
+def move_aside(run_dir: Path) -> Path:
+    """Move everything in `run_dir` (earlier `previous-*` folders excepted) into a new
+    `previous-<time>/` folder inside it; returns that folder. Nothing is deleted."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = run_dir / f"{PREVIOUS_PREFIX}{stamp}"
+    n = 1
+    while target.exists():
+        n += 1
+        target = run_dir / f"{PREVIOUS_PREFIX}{stamp}-{n}"
+    target.mkdir()
+    for name in _contents(run_dir):
+        if name.startswith(PREVIOUS_PREFIX):
+            continue
+        (run_dir / name).rename(target / name)
+    return target
+
+
+def release(claim: Claim) -> None:
+    """Undo a claim whose run was refused: remove what this invocation created, nothing else.
+
+    A folder the claim created goes with everything in it (only this invocation wrote
+    there); in a folder that existed empty, the files written since are removed; moved
+    contents are moved back."""
+    import shutil
+
+    if claim.resumed:
+        return
+    if claim.created:
+        shutil.rmtree(claim.created[0], ignore_errors=True)
+        return
+    run_dir = claim.run_dir
+    for name in _contents(run_dir):
+        if claim.moved_to is not None and run_dir / name == claim.moved_to:
+            continue
+        if name.startswith(PREVIOUS_PREFIX):
+            continue
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if claim.moved_to is not None:
+        for path in claim.moved_to.iterdir():
+            path.rename(run_dir / path.name)
+        claim.moved_to.rmdir()
