@@ -24,6 +24,7 @@ EPISODE_COLUMNS = (
     "loss_drop",  # loss_entry - loss at the first probe after (NaN if not exited)
     "escape_curvature",  # STUCK kinds that were left: lambda_min at the episode's last probe
     "next_kind",  # regime of the first probe after ("" if not exited)
+    "regime_margin",  # the smallest `regime_margin` of its probes (decades; NaN if unknown)
 )
 
 
@@ -48,6 +49,7 @@ def episodes(probes_with_regime: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
         p = frame.iloc[np.flatnonzero(seeds == seed)].sort_values("step", kind="stable")
         kinds = p["regime"].astype(str).to_numpy()
         steps = p["step"].to_numpy()
+        margin = p["regime_margin"].to_numpy(float) if "regime_margin" in p.columns else None
         starts = np.flatnonzero(np.r_[True, kinds[1:] != kinds[:-1]])
         ends = np.r_[starts[1:], len(p)]  # one past the last probe of each episode
         for first, after in zip(starts, ends, strict=True):
@@ -74,6 +76,9 @@ def episodes(probes_with_regime: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
                         _value(p, "lambda_min", last) if exited and kind in STUCK else np.nan
                     ),
                     "next_kind": kinds[after] if exited else "",
+                    "regime_margin": (
+                        float(np.min(margin[first:after])) if margin is not None else np.nan
+                    ),
                 }
             )
     return pd.DataFrame(rows, columns=list(EPISODE_COLUMNS))
