@@ -328,6 +328,8 @@ def test_landscape_command_on_a_saved_run(saved_run, capsys):
         (["span=-1"], "span='-1' is not allowed: a positive number"),
         (["other=/nonexistent"], "other='/nonexistent' is not allowed: a run directory"),
         (["kind=pca", "seed=5"], "seed=5 is not allowed: a seed index in [0, 1]"),
+        (["kind=filter", "bezier=10"], "bezier=10 is not allowed with kind=filter: kind=line"),
+        (["kind=line", "span=2"], "span=2.0 is not allowed with kind=line: kind=filter, eigen"),
     ],
 )
 def test_landscape_command_rejects_bad_arguments_in_one_line(saved_run, capsys, args, message):

@@ -40,6 +40,8 @@ OPTIONS = {
     "one_d": (str, lambda v: v in ONE_D, f"one of {list(ONE_D)}"),
     "name": (str, lambda v: re.fullmatch(r"[A-Za-z0-9_-]+", v), "letters, digits, _ and -"),
 }
+LINE_ONLY = ("other", "extend", "bezier")
+PLANE_ONLY = ("span", "curvature", "one_d")
 
 
 def parse_options(items: list[str]) -> dict:
@@ -78,10 +80,14 @@ def landscape_main(argv: list[str]) -> int:
         options = parse_options(argv[1:])
         kind = options.get("kind", "filter")
         options["kind"] = kind
+        for key in sorted(set(options) & set(LINE_ONLY if kind != "line" else PLANE_ONLY)):
+            where = "kind=line" if key in LINE_ONLY else "kind=filter, eigen or pca"
+            raise ValueError(f"{key}={options[key]!r} is not allowed with kind={kind}: {where}")
         name = options.pop(
             "name", kind if options.get("seed", 0) == 0 else f"{kind}_seed{options['seed']}"
         )
-        check_writable(run_dir, name, {"kind": kind, "lambda_max": None})
+        planned = {"kind": kind, **({"lambda_max": None} if options.get("curvature") else {})}
+        check_writable(run_dir, name, planned)
         result = compute_landscape(run_dir, **options)
         paths = write_landscape(run_dir, name, result)
     except ValueError as exc:

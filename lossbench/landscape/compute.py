@@ -79,7 +79,13 @@ def compute_landscape(
     rng_dirs, rng_curv, rng_eig = jax.random.split(jax.random.key(key), 3)
     out: dict[str, Any] = {"kind": kind, "run_dir": str(run_dir), "seed": seed}
     center = eigen_directions(
-        context.bound_loss, final, key=rng_eig, top_k=1, bottom_k=1, lanczos_steps=lanczos_steps
+        context.loss_fn,
+        final,
+        context.data,
+        key=rng_eig,
+        top_k=1,
+        bottom_k=1,
+        lanczos_steps=lanczos_steps,
     )
     out["center_lambda_max"] = float(center["top_values"][0])
     out["center_lambda_min"] = float(center["bottom_values"][0])
@@ -146,7 +152,7 @@ def _line(context, start, end, grid, extend, bezier, rng, lanczos_steps) -> dict
     rng_fit, rng_a, rng_b = jax.random.split(rng, 3)
     for label, point, k in (("start", start, rng_a), ("end", end, rng_b)):
         eig = eigen_directions(
-            context.bound_loss, point, key=k, top_k=1, bottom_k=1, lanczos_steps=lanczos_steps
+            context.loss_fn, point, data, key=k, top_k=1, bottom_k=1, lanczos_steps=lanczos_steps
         )
         out[f"{label}_lambda_max"] = float(eig["top_values"][0])
     if bezier:

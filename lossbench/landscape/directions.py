@@ -106,21 +106,22 @@ def _random_directions(key, params, count, one_d):
 
 
 def eigen_directions(
-    loss_fn: Callable[[PyTree], jax.Array],
+    loss_fn: Callable[..., jax.Array],
     params: PyTree,
-    *,
+    *args: Any,
     key: jax.Array,
     top_k: int = 2,
     bottom_k: int = 1,
     lanczos_steps: int = 40,
 ) -> dict:
-    """Unit Hessian eigenvectors at `params` from one Lanczos run (`hessian_eigenvalues`).
+    """Unit Hessian eigenvectors of `loss_fn(params, *args)` at `params` from one Lanczos run
+    (`lossbench.curvature.hessian_eigenvalues`; `args`, e.g. the data, are traced).
 
     Returns `top` / `bottom` (tuples of pytrees, top descending, bottom ascending: the first
     bottom vector is the escape direction at a saddle) and their eigenvalues and residuals.
     """
     result = hessian_eigenvalues(
-        loss_fn, params, key=key, lanczos_steps=lanczos_steps, top_k=top_k, bottom_k=bottom_k
+        loss_fn, params, *args, key=key, lanczos_steps=lanczos_steps, top_k=top_k, bottom_k=bottom_k
     )
 
     def unstack(vectors, k):

@@ -86,9 +86,7 @@ def evaluate_grid(
 def _curvature(loss_fn, origin, directions, coords, data, key, lanczos_steps):
     def one(c):
         params = tree_combine(origin, directions, c)
-        result = hessian_eigenvalues(
-            partial(loss_fn, data=data), params, key=key, lanczos_steps=lanczos_steps
-        )
+        result = hessian_eigenvalues(loss_fn, params, data, key=key, lanczos_steps=lanczos_steps)
         return result.lambda_max, result.lambda_min
 
     return jax.lax.map(one, coords)
@@ -106,7 +104,7 @@ def curvature_grid(
 ) -> dict[str, np.ndarray]:
     """λmax and λmin of the Hessian at every point of a (coarse) grid, one Lanczos each.
 
-    `loss_fn(params, data=data)`; the map of λmin/λmax is Li et al. (2018)'s Fig. 9. λmin is a
+    `loss_fn(params, data)`; the map of λmin/λmax is Li et al. (2018)'s Fig. 9. λmin is a
     Ritz value, so a negative one is certain negative curvature (see `hessian_eigenvalues`).
     """
     shape = tuple(len(a) for a in axes)

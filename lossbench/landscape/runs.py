@@ -53,7 +53,6 @@ class RunContext(NamedTuple):
     data: dict  # {"train": ..., "test": ...}
     metrics_fn: Any  # (params, data) -> dict
     loss_fn: Any  # (params, data) -> scalar
-    bound_loss: Any  # params -> scalar on the whole training set (for Lanczos)
 
 
 def run_context(run_dir: str | Path) -> RunContext:
@@ -69,10 +68,7 @@ def _cached_context(text: str) -> RunContext:
     cfg = _config_from_text(text)
     problem = build_problem(cfg)
     data = run_data(problem)
-    loss_fn = make_loss_fn(problem)
-    return RunContext(
-        cfg, problem, data, make_metrics_fn(problem), loss_fn, lambda p: loss_fn(p, data)
-    )
+    return RunContext(cfg, problem, data, make_metrics_fn(problem), make_loss_fn(problem))
 
 
 def like_template(problem) -> PyTree:
