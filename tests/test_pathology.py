@@ -347,6 +347,19 @@ def test_episode_columns():
     assert set(counts) == set(REGIMES) and counts["descent"] == 2
 
 
+def test_a_stuck_run_that_drops_to_a_lower_level_starts_a_new_episode():
+    losses = [14.25, 14.24, 5.25, 5.2, 1.25, 1.25, 1.0]  # deep linear stages, no probe between
+    probes = pd.DataFrame([_row(50 * i, loss=v, g=1e-4, lmin=-0.1) for i, v in enumerate(losses)])
+    probes["regime"] = ["strict_saddle"] * 6 + ["descent"]
+    events = episodes(probes)
+    assert list(events["kind"]) == ["strict_saddle"] * 3 + ["descent"]
+    assert list(events["loss_entry"]) == [14.25, 5.25, 1.25, 1.0]
+    assert list(events["next_kind"]) == ["strict_saddle", "strict_saddle", "descent", ""]
+    assert events["escape_curvature"].iloc[0] == pytest.approx(-0.1)
+    probes["regime"] = ["minimum"] * 7  # converging: one episode however far the loss falls
+    assert len(episodes(probes)) == 1
+
+
 def test_timeline_text_and_table(escape_run):
     rows = [
         _row(0, loss=7.47, g=1e-7, lmax=1e-7, lmin=-1e-7),

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, cli, compose_config, run_overrides
+from conftest import REPO, compose_config, run_overrides
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -87,6 +87,9 @@ def test_gd_stays_at_the_saddle_and_pgd_escapes_to_the_minimum(tmp_path):
     assert probes.lambda_min.iloc[-1] > 0
     late = probes[probes.step >= 100]
     assert (late.regime == "minimum").all(), late[["step", "loss", "regime"]]
+    # no kicks once terminated: gradient descent settles (a kick of radius 0.01 at the
+    # minimum, curvature 2 and 4, would move the loss by up to 2e-4)
+    np.testing.assert_allclose(late.loss, -1.0, atol=1e-6)
     events = load_run(run_dir, "events", config=False)
     saddles = events[events.kind == "strict_saddle"]
     assert len(saddles) == 1 and saddles.start_step.iloc[0] == 0
@@ -265,19 +268,16 @@ def test_diagnose_reproduces_and_thresholds_change_events(tmp_path):
             "probe.every=10",
         ],
     )
-    summary = diagnose_run(run_dir, load_detect(run_dir, []))
     first = pd.read_parquet(run_dir / "events.parquet")
-    result = cli("diagnose", str(run_dir))
-    assert result.returncode == 0, result.stderr
+    assert "regime_margin" in first.columns and (first.regime_margin >= 0).all()
+    summary = diagnose_run(run_dir, load_detect(run_dir, []))  # again, from the files
     pd.testing.assert_frame_equal(first, pd.read_parquet(run_dir / "events.parquet"))
-    result = cli("diagnose", str(run_dir), "detect.grad_tol=1e-12")
-    assert result.returncode == 0, result.stderr
+    assert summary["events"]["strict_saddle"] >= 1
+    strict = load_detect(run_dir, ["detect.grad_tol=1e-12"])
+    summary = diagnose_run(run_dir, strict)
     changed = pd.read_parquet(run_dir / "events.parquet")
     assert "strict_saddle" in set(first.kind) and "strict_saddle" not in set(changed.kind)
-    assert json.loads((run_dir / "summary.json").read_text())["detect"]["grad_tol"] == 1e-12
-    assert summary["events"]["strict_saddle"] >= 1
-    bad = cli("diagnose", str(run_dir), "detect.grad_toll=1")
-    assert bad.returncode == 2 and bad.stderr.startswith("error: ")
+    assert summary["detect"]["grad_tol"] == 1e-12
 
 
 # --------------------------------------------------------------------------------------------

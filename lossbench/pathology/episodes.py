@@ -28,6 +28,14 @@ EPISODE_COLUMNS = (
 )
 
 
+# Consecutive probes of these regimes whose loss fell by more than LEVEL_DROP of its gap
+# (L - min(0, lowest loss from there on)) start a new episode: the run left one saddle (or
+# plateau) for the next, lower one (the stages of deep linear networks, Saxe et al. 2014,
+# when no probe falls in a drop).
+SEPARATE_LEVELS = ("strict_saddle", "flat", "plateau")
+LEVEL_DROP = 0.1
+
+
 def _value(frame: pd.DataFrame, name: str, i: int) -> float:
     return float(frame[name].iloc[i]) if name in frame.columns else float("nan")
 
@@ -36,8 +44,10 @@ def episodes(probes_with_regime: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
     """Consecutive probes of one regime (per seed) as one row each, every regime included.
 
     All regimes become episodes, `descent` too, so that the rows of a seed tile its whole
-    probed timeline. Sorted by seed and start step. `cfg` is accepted for symmetry with
-    `classify` and not used: the episodes follow from the regimes alone.
+    probed timeline. A saddle, flat or plateau probe whose loss fell by more than 10% of the
+    previous probe's loss gap starts a new episode: the run reached another level.
+    Sorted by seed and start step. `cfg` is accepted for symmetry with `classify` and not
+    used: the episodes follow from the regimes (and losses) alone.
     """
     del cfg
     frame = probes_with_regime
@@ -50,7 +60,18 @@ def episodes(probes_with_regime: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
         kinds = p["regime"].astype(str).to_numpy()
         steps = p["step"].to_numpy()
         margin = p["regime_margin"].to_numpy(float) if "regime_margin" in p.columns else None
-        starts = np.flatnonzero(np.r_[True, kinds[1:] != kinds[:-1]])
+        loss = (
+            pd.to_numeric(p["loss"], errors="coerce").to_numpy(float)
+            if "loss" in p.columns
+            else np.full(len(p), np.nan)
+        )
+        with np.errstate(invalid="ignore"):  # a stuck run that fell to another level
+            finite = np.where(np.isfinite(loss), loss, np.inf)
+            gap = loss - np.minimum(0.0, np.minimum.accumulate(finite[::-1])[::-1])
+            moved = (loss[1:] < loss[:-1] - LEVEL_DROP * gap[:-1]) & np.isin(
+                kinds[1:], SEPARATE_LEVELS
+            )
+        starts = np.flatnonzero(np.r_[True, (kinds[1:] != kinds[:-1]) | moved])
         ends = np.r_[starts[1:], len(p)]  # one past the last probe of each episode
         for first, after in zip(starts, ends, strict=True):
             last = after - 1
