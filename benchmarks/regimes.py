@@ -124,10 +124,15 @@ def main() -> int:
         "",
     ]
     worst = 1.0
+    below = []
     for split in ("train", "held-out"):
         part = frame[frame["split"] == split]
         table = scores(part)
         worst = min(worst, table[["precision", "recall"]].min(skipna=True).min())
+        for row in table.itertuples():
+            for name in ("precision", "recall"):
+                if getattr(row, name) < 0.9:
+                    below.append(f"{split} {row.regime} {name} {getattr(row, name):.3f}")
         lines += [
             f"## {split} ({part.groupby(['case', 'scale']).ngroups} runs)",
             "",
@@ -143,6 +148,10 @@ def main() -> int:
     )
     changed = int((same.nunique(axis=1) > 1).sum())
     lines += [
+        "## Target (>= 0.9 for every regime)",
+        "",
+        "Below target: " + ("; ".join(below) if below else "none") + ".",
+        "",
         "## Scale invariance",
         "",
         f"Probes whose label differs between the loss scales: {changed} of {len(same)}.",
