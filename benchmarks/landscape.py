@@ -12,6 +12,7 @@ whole grid, in the same process. Writes `benchmarks/landscape.md`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from functools import partial
@@ -76,7 +77,7 @@ def main():
     parser.add_argument("--grid", type=int, default=51)
     parser.add_argument("--loop-points", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunks", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--chunks", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--out", type=Path, default=HERE / "landscape.md")
     args = parser.parse_args()
     problem, params, directions, data, metrics = setup()
@@ -116,6 +117,7 @@ def main():
     np.testing.assert_allclose(looped[:, 0], reference["loss"].ravel()[picked], rtol=1e-4)
 
     warm = {name: float(np.median(t)) for name, t in times.items()}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     loop_time = warm["Python loop, jitted call per point"]
     lines = [
         f"# Landscape: {args.grid}×{args.grid} filter-normalised surface vs a Python loop",
@@ -127,7 +129,8 @@ def main():
         f"{args.loop_points} random points timed and extrapolated to {n}. Median of "
         f"{args.repeats} alternating repeats in one process; 'first call' includes compiling. "
         "The loop's values match the grid's (rtol 1e-4). Targets: >= 10x faster than the "
-        "loop, whole surface <= 10 s.",
+        f"loop, whole surface <= 10 s. Load average at the end: {load:.1f} "
+        f"({os.cpu_count()} CPUs).",
         "",
         "| method | first call (s) | warm (s) | ms / point | jitted-loop time / this |",
         "|---|---|---|---|---|",

@@ -16,7 +16,7 @@ from lossbench.landscape.files import check_writable, write_landscape
 
 USAGE = (
     "usage: lossbench landscape RUN_DIR kind=filter|eigen|pca|line [grid=51 span=1.0 "
-    "other=RUN_DIR2 seed=0 curvature=0 lanczos_steps=20 key=0 chunk=64 extend=0 bezier=0 "
+    "other=RUN_DIR2 seed=0 curvature=0 lanczos_steps=20 key=0 chunk=AUTO extend=0 bezier=0 "
     "one_d=zero name=KIND]"
 )
 

@@ -51,7 +51,7 @@ def compute_landscape(
     curvature: int = 0,
     lanczos_steps: int = 20,
     key: int = 0,
-    chunk: int = 64,
+    chunk: int | None = None,
     extend: float = 0.0,
     bezier: int = 0,
     one_d: str = "zero",
@@ -74,18 +74,13 @@ def compute_landscape(
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not allowed: one of {list(KINDS)}")
     context = run_context(run_dir)
-    problem, data, metrics_fn, loss_fn = context[1:5]
+    problem, data = context.problem, context.data
+    metrics_fn, loss_fn = context.metrics_fn, context.loss_fn
     final = final_params(run_dir, problem, seed)
     rng_dirs, rng_curv, rng_eig = jax.random.split(jax.random.key(key), 3)
     out: dict[str, Any] = {"kind": kind, "run_dir": str(run_dir), "seed": seed}
     center = eigen_directions(
-        context.loss_fn,
-        final,
-        context.data,
-        key=rng_eig,
-        top_k=1,
-        bottom_k=1,
-        lanczos_steps=lanczos_steps,
+        loss_fn, final, data, key=rng_eig, top_k=1, bottom_k=1, lanczos_steps=lanczos_steps
     )
     out["center_lambda_max"] = float(center["top_values"][0])
     out["center_lambda_min"] = float(center["bottom_values"][0])

@@ -2,7 +2,11 @@
 
 One jitted program per (metrics function, chunk): `lax.map` over chunks of `chunk` points,
 each chunk `vmap`ped, so a 51×51 grid is one call with no Python loop over points (the
-loss-landscape tool of Li et al. 2018 loops per point and needs MPI to be fast).
+loss-landscape tool of Li et al. 2018 loops per point and needs MPI to be fast). The default
+chunk depends on the backend (benchmarks/landscape.md): on a GPU, large vmapped chunks
+(hundreds of points per kernel); on a CPU, one point at a time inside the compiled scan, since
+a vmapped chunk turns each layer's matmul into a batched one with per-point weights, which
+XLA:CPU runs slower than the plain matmuls.
 """
 
 from __future__ import annotations
@@ -31,7 +35,12 @@ def _evaluate(metrics_fn, origin, directions, coords, data, chunk):
     def one(c):
         return _as_dict(metrics_fn(tree_combine(origin, directions, c), data))
 
-    return jax.lax.map(one, coords, batch_size=chunk)
+    return jax.lax.map(one, coords, batch_size=None if chunk == 1 else chunk)
+
+
+def default_chunk() -> int:
+    """Points per vmapped chunk: 1 on a CPU, 256 on an accelerator (see the module doc)."""
+    return 1 if jax.default_backend() == "cpu" else 256
 
 
 def evaluate_points(
@@ -41,17 +50,19 @@ def evaluate_points(
     coords,
     data: Any = None,
     *,
-    chunk: int = 64,
+    chunk: int | None = None,
 ) -> dict[str, np.ndarray]:
     """`metrics_fn(origin + Σ_i coords[n, i] directions[i], data)` for every row n.
 
     `metrics_fn` must be the same function object from call to call (module-level or built
     once) so the compiled program is reused; `data` goes in as an argument, not a constant.
-    Returns one `(N,)` array per metric (a scalar `metrics_fn` gives `"loss"`).
+    `chunk`: points per vmapped batch (default: `default_chunk()`). Returns one `(N,)` array
+    per metric (a scalar `metrics_fn` gives `"loss"`).
     """
     coords = jnp.asarray(coords, jnp.result_type(*jax.tree_util.tree_leaves(origin)))
     if coords.ndim != 2 or coords.shape[1] != len(directions):
         raise ValueError(f"coords must be (N, {len(directions)}), got {coords.shape}")
+    chunk = default_chunk() if chunk is None else chunk
     chunk = max(1, min(int(chunk), coords.shape[0]))
     out = _evaluate(metrics_fn, origin, tuple(directions), coords, data, chunk)
     return {name: np.asarray(value) for name, value in out.items()}
@@ -70,7 +81,7 @@ def evaluate_grid(
     axes: tuple,
     data: Any = None,
     *,
-    chunk: int = 64,
+    chunk: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Metrics on the grid `origin + a d_1 + b d_2` (`a` in `axes[0]`, `b` in `axes[1]`).
 
