@@ -63,6 +63,7 @@ def plot_contour(result, metric: str = "loss", ax=None, title: str | None = None
     _axis_labels(result, ax)
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title(title or f"{metric}: {result['kind']} plane", fontsize=9)
+    fig.tight_layout()
     return fig
 
 
@@ -153,4 +154,5 @@ def plot_curvature(result, ax=None):
     fig.colorbar(mesh, ax=ax, label="|λmin / λmax| where λmin < 0")
     _axis_labels(result, ax)
     ax.set_title("negative curvature share", fontsize=9)
+    fig.tight_layout()
     return fig
