@@ -27,7 +27,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from lossbench.analysis import load_summary  # noqa: E402
 from lossbench.cli import CONFIG_DIR  # noqa: E402
 from lossbench.landscape import compute_landscape, write_landscape  # noqa: E402
-from lossbench.landscape.figures import _levels, plot_contour  # noqa: E402
+from lossbench.landscape.figures import contour_levels, plot_contour  # noqa: E402
 from lossbench.runner import run  # noqa: E402
 from lossbench.schema import register_configs  # noqa: E402
 
@@ -78,7 +78,7 @@ def main(steps: int, grid: int, out: Path) -> dict:
         fontsize=9,
     )
     middle = grid // 2
-    levels = _levels(np.concatenate([np.ravel(p["loss"]) for p in planes.values()]))
+    levels = contour_levels(np.concatenate([np.ravel(p["loss"]) for p in planes.values()]))
     figures = {}
     for (label, plane), color, ax in zip(
         planes.items(), ("tab:green", "tab:red"), axes[2:], strict=True

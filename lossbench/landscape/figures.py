@@ -18,12 +18,14 @@ AXIS_NAMES = {
 }
 
 
-def _levels(values: np.ndarray, count: int = 25) -> np.ndarray:
+def contour_levels(values: np.ndarray, count: int = 25) -> np.ndarray:
+    """Contour values from the minimum to the 98th percentile: log-spaced for a positive loss
+    (they resolve the basin and the walls alike), else evenly spaced."""
     finite = values[np.isfinite(values)]
     lo, hi = float(finite.min()), float(np.quantile(finite, 0.98))
     if hi <= lo:
         hi = lo + 1.0
-    if lo > 0:  # losses: log-spaced levels resolve the basin and the walls alike
+    if lo > 0:
         return np.geomspace(lo * 1.001, hi, count)
     return np.linspace(lo, hi, count)
 
@@ -48,7 +50,7 @@ def plot_contour(result, metric: str = "loss", ax=None, title: str | None = None
         a,
         b,
         values.T,
-        levels=_levels(values) if levels is None else levels,
+        levels=contour_levels(values) if levels is None else levels,
         cmap="viridis",
         linewidths=0.8,
     )
