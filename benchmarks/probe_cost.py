@@ -31,12 +31,12 @@ from conftest import compose_config  # noqa: E402
 from sharpness_warm_start import with_warm_steps  # noqa: E402
 
 from lossbench.curvature import make_probe  # noqa: E402
+from lossbench.probing import probe_batch  # noqa: E402
 from lossbench.problem import build_problem  # noqa: E402
-from lossbench.runner import probe_batch  # noqa: E402
 from lossbench.schema import freeze  # noqa: E402
 from lossbench.train import make_train, seed_keys  # noqa: E402
 
-WARM_STEPS = 3  # the smallest budget within 1e-3 at every probe (sharpness_warm_start.md)
+WARM_STEPS = 6  # the smallest budget within 1e-3 at every probe (sharpness_warm_start.md)
 VARIANTS = {
     "off": ["probe=off"],
     "cold 20 steps (before)": ["probe=sharpness"],
@@ -90,8 +90,11 @@ def throughput_rows(steps, rounds):
     return rows
 
 
-def main(rounds: int, steps: int) -> str:
-    kernels = probe_cost_kernels.main(rounds=rounds, output=HERE / "probe_cost_kernels.md")
+def main(rounds: int, steps: int, kernels: bool = True) -> str:
+    if kernels:
+        kernels = probe_cost_kernels.main(rounds=rounds, output=HERE / "probe_cost_kernels.md")
+    else:
+        kernels = (HERE / "probe_cost_kernels.md").read_text()
     rows = throughput_rows(steps, max(3, rounds // 2))
     names = [name for name in VARIANTS if name != "off"]
     lines = [
@@ -127,5 +130,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--no-kernels", action="store_true", help="reuse probe_cost_kernels.md")
     args = parser.parse_args()
-    main(args.rounds, args.steps)
+    main(args.rounds, args.steps, not args.no_kernels)

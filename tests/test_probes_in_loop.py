@@ -9,9 +9,9 @@ import pytest
 from conftest import compose_config, run_overrides
 
 from lossbench.curvature import hessian_eigenvalues, hessian_trace
+from lossbench.probing import probe_batch
 from lossbench.problem import build_problem
 from lossbench.results import load_params
-from lossbench.runner import probe_batch
 from lossbench.schema import freeze
 
 RUN = [
@@ -39,15 +39,15 @@ def test_final_probe_matches_a_fresh_probe_on_the_saved_parameters(tmp_path):
     problem = build_problem(cfg)
     params = jax.tree_util.tree_map(lambda a: a[0], load_params(run_dir))  # seed axis
     batch = probe_batch(cfg, problem)
-    loss = lambda p: problem.loss(p, batch)  # noqa: E731
+    # the data goes in as an argument (traced), the loss is the problem's own function
     fresh = hessian_eigenvalues(
-        loss, params, key=jax.random.key(7), lanczos_steps=60, top_k=3, bottom_k=2
+        problem.loss, params, batch, key=jax.random.key(7), lanczos_steps=60, top_k=3, bottom_k=2
     )
     np.testing.assert_allclose(
         [last.eig_top_1, last.eig_top_2, last.eig_top_3], np.asarray(fresh.top), rtol=1e-3
     )
     assert last.lambda_min == pytest.approx(float(fresh.bottom[0]), rel=1e-2, abs=1e-3)
-    trace = hessian_trace(loss, params, key=jax.random.key(3), samples=200)
+    trace = hessian_trace(problem.loss, params, batch, key=jax.random.key(3), samples=200)
     sem = float(np.hypot(last.trace_sem, trace.sem))
     assert abs(last.trace - float(trace.estimate)) < 4 * sem
     assert last.loss == pytest.approx(summary["final_loss"], rel=1e-5)
