@@ -4,8 +4,9 @@ The default tanh MLP on digits, one-hot MSE, plain SGD at η = 0.02 from the sam
 initialisation for 3000 steps: batch 16 against the full batch (1438). For each final point:
 λmax (Lanczos on the whole training set), a 2-D filter-normalised slice (Li et al. 2018) and
 its 1-D cut; between the two: the straight line (Keskar et al. 2017, Fig. 3, extended to
-t in [-0.5, 1.5]). Writes `experiments/batch_size_sharpness.png`, the landscapes into each run
-directory, and prints the figures the README quotes.
+t in [-0.5, 1.5]) and a trained quadratic Bézier curve (Garipov et al. 2018). Writes
+`experiments/batch_size_sharpness.png`, the landscapes into each run directory, and prints the
+figures the README quotes.
 
     python experiments/batch_size_sharpness.py [--steps 3000] [--grid 41] [--out DIR]
 """
@@ -32,6 +33,7 @@ from lossbench.runner import run  # noqa: E402
 from lossbench.schema import register_configs  # noqa: E402
 
 BATCHES = {"small batch (16)": 16, "large batch (1438, full)": None}
+BEZIER_STEPS = 500  # Adam steps of the Bézier bend between the two minima
 COMMON = ["loss=mse", "optimizer=sgd", "optimizer.lr=0.02", "probe=sharpness", "probe.every=1000"]
 
 
@@ -59,13 +61,16 @@ def main(steps: int, grid: int, out: Path) -> dict:
     for label, run_dir in runs.items():
         planes[label] = compute_landscape(run_dir, "filter", grid=grid, span=1.0, key=0)
         write_landscape(run_dir, "filter", planes[label])
-    line = compute_landscape(small_dir, "line", other=large_dir, grid=grid, extend=0.5)
+    line = compute_landscape(
+        small_dir, "line", other=large_dir, grid=grid, extend=0.5, bezier=BEZIER_STEPS
+    )
     write_landscape(small_dir, "line_to_large_batch", line)
 
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
     t = line["t"]
     for name, color in (("loss", "tab:blue"), ("test_loss", "tab:orange")):
         axes[0].semilogy(t, line[name], color=color, label=name.replace("_", " "))
+        axes[0].semilogy(line["bezier_t"], line[f"bezier_{name}"], color=color, ls="--")
     ax_acc = axes[0].twinx()
     for name, color in (("accuracy", "tab:blue"), ("test_accuracy", "tab:orange")):
         ax_acc.plot(t, line[name], color=color, ls=":", lw=1)
@@ -73,7 +78,8 @@ def main(steps: int, grid: int, out: Path) -> dict:
     axes[0].set(xlabel="t  (0: small-batch final, 1: large-batch final)", ylabel="loss")
     axes[0].legend(fontsize=8, loc="upper center")
     axes[0].set_title(
-        f"straight line; barrier {line['barrier_loss']:.3g} (train)\n"
+        f"straight line (solid): barrier {line['barrier_loss']:.3g} (train); "
+        f"Bézier (dashed): {line['bezier_barrier_loss']:.2g}\n"
         f"λmax: {line['start_lambda_max']:.1f} at t=0, {line['end_lambda_max']:.1f} at t=1",
         fontsize=9,
     )
@@ -110,7 +116,12 @@ def main(steps: int, grid: int, out: Path) -> dict:
     for label, row in figures.items():
         print(label, {k: round(float(v), 4) for k, v in row.items()})
     print(f"line barrier (train loss) {line['barrier_loss']:.4g}")
-    return {"figures": figures, "line_barrier": line["barrier_loss"]}
+    print(f"Bezier barrier (train loss) {line['bezier_barrier_loss']:.4g}")
+    return {
+        "figures": figures,
+        "line_barrier": line["barrier_loss"],
+        "bezier_barrier": line["bezier_barrier_loss"],
+    }
 
 
 if __name__ == "__main__":
