@@ -99,6 +99,10 @@ def main(argv: list[str] | None = None) -> None:
         from lossbench.diagnosis import diagnose_main
 
         sys.exit(diagnose_main(argv[1:]))
+    if argv and argv[0] == "landscape":
+        from lossbench.landscape import landscape_main
+
+        sys.exit(landscape_main(argv[1:]))
     sys.argv = [sys.argv[0], *argv]
     hydra_main()
 

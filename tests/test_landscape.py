@@ -342,6 +342,17 @@ def test_landscape_command_rejects_bad_arguments_in_one_line(saved_run, capsys, 
 
 
 @pytest.mark.slow
+def test_lossbench_landscape_console_command(saved_run):
+    from conftest import cli
+
+    _, run_dir, _ = saved_run
+    result = cli("landscape", str(run_dir), "grid=2")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: grid='2' is not allowed: an integer >= 3"
+    assert cli("landscape").returncode == 2  # usage
+
+
+@pytest.mark.slow
 def test_landscape_never_overwrites_files_it_did_not_write(saved_run, capsys):
     from lossbench.landscape import landscape_main
 
