@@ -43,7 +43,20 @@ def test_saddle_free_newton_escapes_where_newton_is_trapped():
     assert free["escape_step"] == pytest.approx(np.log(1e3) / np.log(2.0), abs=1)
 
 
-@pytest.mark.parametrize("name", ["catapult", "saddle_free_newton"])
+@pytest.mark.slow
+def test_pgd_escape_time_grows_like_log_dimension():
+    """Jin et al. (2017): from a strict saddle, perturbed GD escapes in O(log d) steps; here
+    the mean escape time is linear in ln d with slope ½/ln(1 + ηγ)."""
+    pgd = _experiment("pgd_escape_dimension")
+    result = pgd.experiment(dimensions=(4, 64, 1024), seeds=16, steps=250)
+    assert result["never"] == 0
+    assert np.all(np.diff(result["means"]) > 0)
+    assert result["slope"] == pytest.approx(result["predicted_slope"], rel=0.25)
+    # 256x more dimensions cost well under 2x the steps: nothing like a power of d
+    assert result["means"][-1] < 1.5 * result["means"][0]
+
+
+@pytest.mark.parametrize("name", ["catapult", "saddle_free_newton", "pgd_escape_dimension"])
 def test_scripts_write_only_where_told(name, tmp_path, monkeypatch):
     """Run as scripts they write into --out (default: outputs/experiments/NAME), and the
     figure to --figure only when asked: never over the tracked copy by accident."""
@@ -62,4 +75,6 @@ def _tiny(module):
     original = module.experiment
     if module.__name__ == "catapult":
         return lambda **kw: original(rates=(1.5, 5.0), steps=20, width=64)
+    if module.__name__ == "pgd_escape_dimension":
+        return lambda **kw: original(dimensions=(2, 4), seeds=2, steps=150)
     return lambda steps: original(steps=20)
