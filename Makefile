@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean notebook notebooks experiments
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,24 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/loop_overhead.py
 	$(BIN)/python benchmarks/probe_cost.py
+
+# Jupyter on notebooks/ with the project's kernel (installs the `notebook` extra first)
+notebook: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[notebook]"
+	$(BIN)/jupyter lab notebooks/
+
+# Execute every notebook and re-save its .ipynb with outputs and figures
+notebooks: $(STAMP)
+	$(BIN)/python notebooks/execute.py
+
+# The gallery (experiments/README.md): every experiment, updating its tracked figure on purpose
+experiments: $(STAMP)
+	$(BIN)/python experiments/catapult.py --figure experiments/catapult.png
+	$(BIN)/python experiments/saddle_free_newton.py --figure experiments/saddle_free_newton.png
+	$(BIN)/python experiments/pgd_escape_dimension.py --figure experiments/pgd_escape_dimension.png
+	$(BIN)/python experiments/edge_of_stability.py
+	$(BIN)/python experiments/deep_linear_stages.py
+	$(BIN)/python experiments/batch_size_sharpness.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache
