@@ -27,10 +27,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/loop_overhead.py
 	$(BIN)/python benchmarks/probe_cost.py
 
-# Jupyter on notebooks/ with the project's kernel (installs the `notebook` extra first)
+# Jupyter on notebooks/ with the project's kernel (installs the `notebook` extra first);
+# JUPYTER_ARGS="--port 8890 --no-browser" passes options to JupyterLab
 notebook: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[notebook]"
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(JUPYTER_ARGS)
 
 # Execute every notebook and re-save its .ipynb with outputs and figures
 notebooks: $(STAMP)
