@@ -7,7 +7,7 @@ Part 2 (here): training throughput of lossbench's compiled loop with the sharpne
 parameters) and the CNN, in one process, alternating: cold 20-step Lanczos at every probe
 (before) and warm-started from the last probe's top eigenvector with `warm_steps` steps
 (`benchmarks/sharpness_warm_start.md` measures how many keep λmax within 1e-3), on the whole
-training set and on a `probe.batch_size` subset. Writes `benchmarks/probe_cost.md`.
+training set. Writes `benchmarks/probe_cost.md`.
 
     python benchmarks/probe_cost.py [--rounds 9] [--steps 500]
 """
@@ -41,7 +41,6 @@ VARIANTS = {
     "off": ["probe=off"],
     "cold 20 steps (before)": ["probe=sharpness"],
     f"warm {WARM_STEPS} steps": ["probe=sharpness"],
-    f"warm {WARM_STEPS} steps, probe.batch_size=512": ["probe=sharpness", "probe.batch_size=512"],
 }
 
 
@@ -68,10 +67,10 @@ def training_call(overrides, steps, warm_steps=None):
     return go, problem.param_count
 
 
-def throughput_rows(steps, rounds):
+def throughput_rows(steps, rounds, models=("mlp", "cnn")):
     """(model, params, {variant: median over rounds of steps/s with it / steps/s off})."""
     rows = []
-    for model in ("mlp", "cnn"):
+    for model in models:
         base = [f"model={model}", "trainer.batch_size=128", "trainer.chunk=100", "probe.every=100"]
         calls = {}
         for name, overrides in VARIANTS.items():
@@ -90,12 +89,12 @@ def throughput_rows(steps, rounds):
     return rows
 
 
-def main(rounds: int, steps: int, kernels: bool = True) -> str:
+def main(rounds: int, steps: int, kernels: bool = True, models=("mlp", "cnn")) -> str:
     if kernels:
         kernels = probe_cost_kernels.main(rounds=rounds, output=HERE / "probe_cost_kernels.md")
     else:
         kernels = (HERE / "probe_cost_kernels.md").read_text()
-    rows = throughput_rows(steps, max(3, rounds // 2))
+    rows = throughput_rows(steps, max(3, rounds // 2), models)
     names = [name for name in VARIANTS if name != "off"]
     lines = [
         "# Probe cost",
@@ -131,5 +130,6 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--no-kernels", action="store_true", help="reuse probe_cost_kernels.md")
+    parser.add_argument("--models", nargs="+", default=["mlp", "cnn"])
     args = parser.parse_args()
-    main(args.rounds, args.steps, not args.no_kernels)
+    main(args.rounds, args.steps, not args.no_kernels, tuple(args.models))
