@@ -29,8 +29,8 @@ from conftest import compose_config  # noqa: E402
 
 import lossbench.curvature.probe as probe_module  # noqa: E402
 from lossbench import curvature as cv  # noqa: E402
+from lossbench.probing import probe_batch  # noqa: E402
 from lossbench.problem import build_problem  # noqa: E402
-from lossbench.runner import probe_batch  # noqa: E402
 from lossbench.schema import freeze  # noqa: E402
 from lossbench.train import make_train, seed_keys  # noqa: E402
 
