@@ -11,7 +11,6 @@ trains. Writes `benchmarks/loop_overhead.md` (ratios; absolute times on a shared
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -20,14 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lossbench import compose
+from lossbench.problem import build_problem
+from lossbench.schema import freeze
+from lossbench.train import make_train, seed_keys
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-
-from conftest import compose_config  # noqa: E402
-
-from lossbench.problem import build_problem  # noqa: E402
-from lossbench.schema import freeze  # noqa: E402
-from lossbench.train import make_train, seed_keys  # noqa: E402
 
 
 def hand_written_loop(problem, batch_size, steps):
@@ -85,13 +82,11 @@ def timed(fn, repeats):
 
 def measure(batch_size, steps, repeats, evaluate=True):
     cfg = freeze(
-        compose_config(
-            [
-                "probe=off",
-                "trainer.progress=false",
-                f"trainer.batch_size={batch_size or 'null'}",
-                f"trainer.eval={str(evaluate).lower()}",
-            ]
+        compose(
+            "probe=off",
+            "trainer.progress=false",
+            f"trainer.batch_size={batch_size or 'null'}",
+            f"trainer.eval={str(evaluate).lower()}",
         )
     )
     problem = build_problem(cfg)

@@ -15,29 +15,14 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
-from lossbench.analysis import load_run
-from lossbench.cli import CONFIG_DIR
+from lossbench import compose, load_run, run
 from lossbench.pathology import format_timeline
 from lossbench.plots import plot_run
-from lossbench.runner import run
-from lossbench.schema import register_configs
 
 
 def main(out: Path) -> str:
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "experiment=deep_linear",
-                "trainer.progress=false",
-                "trainer.save_params=false",
-            ],
-        )
-    run(OmegaConf.to_object(cfg), out)
+    cfg = compose("experiment=deep_linear", "trainer.progress=false", "trainer.save_params=false")
+    run(cfg, out)
     timeline = format_timeline(load_run(out, "events", config=False))
     plot_run(out).savefig(Path(__file__).with_suffix(".png"), dpi=110)
     print(timeline)

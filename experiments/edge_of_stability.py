@@ -18,32 +18,22 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
-from lossbench.analysis import load_sweep  # noqa: E402
-from lossbench.cli import CONFIG_DIR  # noqa: E402
-from lossbench.runner import run  # noqa: E402
-from lossbench.schema import register_configs  # noqa: E402
+from lossbench import compose, load_sweep, run  # noqa: E402
 
 LEARNING_RATES = (0.05, 0.1, 0.2)
 
 
 def main(steps: int, out: Path) -> dict:
-    register_configs()
     for lr in LEARNING_RATES:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(
-                "config",
-                overrides=[
-                    "experiment=edge_of_stability",
-                    f"optimizer.lr={lr}",
-                    f"trainer.steps={steps}",
-                    "trainer.progress=false",
-                    "trainer.save_params=false",
-                ],
-            )
-        run(OmegaConf.to_object(cfg), out / f"lr={lr}")
+        cfg = compose(
+            "experiment=edge_of_stability",
+            f"optimizer.lr={lr}",
+            f"trainer.steps={steps}",
+            "trainer.progress=false",
+            "trainer.save_params=false",
+        )
+        run(cfg, out / f"lr={lr}")
     probes = load_sweep(out, "probes")
     metrics = load_sweep(out)
     fig, (ax_loss, ax_sharp) = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -76,7 +76,7 @@ def hydra_main() -> None:
 
     from lossbench.schema import register_configs
 
-    register_configs()
+    register_configs(sys.argv[1:])  # imports=[...] modules register options first
     app = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")(_task)
     app()
 

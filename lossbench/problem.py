@@ -1,27 +1,29 @@
 """Build a `Problem` from a frozen config: data, model, init, loss, optimizer as pure functions.
 
-This is the one place where config values are checked beyond their type: every check raises
-`ConfigError` naming the key, the value and what is allowed, before anything is written.
+Every ingredient comes from its registry: the `data` option gives a dataset of some task, the
+task's objective (`lossbench.tasks`) says what the model must output for the chosen loss, then
+the model, its init and the optimizer are built. Nothing here knows a model family. Values are
+checked next to their builders, raising `ConfigError` naming the key, the value and what is
+allowed, before anything is written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from lossbench import losses
 from lossbench.data import Dataset, make_dataset
 from lossbench.errors import ConfigError
 from lossbench.initializers import make_init
-from lossbench.models import Model, make_model, surface_names
+from lossbench.models import Model, make_model
 from lossbench.optimizers import Optimizer, make_optimizer
-from lossbench.tasks import TASKS, build_task
-
-SUPERVISED_MODELS = ("linear", "mlp", "deep_linear", "cnn")  # classification / regression
+from lossbench.registry import arguments, import_modules
+from lossbench.tasks import init_with_loss_params, objective_for, with_loss_params
 
 
 @dataclass(frozen=True)
@@ -61,115 +63,45 @@ class Problem:
         value, outputs = self.loss_and_outputs(params, batch)
         return {"loss": value, **self.output_metrics(outputs, batch)}
 
-
-def output_dim(loss: losses.Loss, data: Dataset) -> int:
-    takes = loss.properties.takes
-    if takes == "logits":
-        return data.num_classes
-    if takes == "score":
-        if data.num_classes != 2:
-            multiclass = [
-                name
-                for name in losses.losses_for("classification")
-                if losses.LOSSES[name].properties.takes == "logits"
-            ]
-            raise ConfigError(
-                "loss.name",
-                loss.name,
-                f"a binary loss needs 2 classes, data {data.name!r} has {data.num_classes}; "
-                f"multiclass losses: {multiclass}",
-            )
-        return 1
-    if takes == "values":
-        return data.num_classes if _one_hot_regression(loss, data) else data.target_dim
-    return 1
+    def step_metrics(self, params) -> dict:
+        """Extra per-step metrics the model declares (a surface's coordinates x_0, x_1, ...)."""
+        return self.model.step_metrics(params)
 
 
-def _one_hot_regression(loss: losses.Loss, data: Dataset) -> bool:
-    """A regression loss on class labels: fit one-hot targets (as in Hui & Belkin 2021, and
-    Cohen et al. 2021's MSE runs); accuracy is the argmax of the outputs."""
-    return data.task == "classification" and loss.properties.takes == "values"
-
-
-def _supervised_objective(model: Model, loss: losses.Loss, loss_cfg, data: Dataset):
-    takes = loss.properties.takes
-    one_hot = _one_hot_regression(loss, data)
-
-    def predict(params, batch):
-        return model.apply(params, batch["x"])
-
-    def targets(batch):
-        if one_hot:
-            return jax.nn.one_hot(batch["y"], data.num_classes, dtype=jnp.float32)
-        return batch["y"]
-
-    def loss_on_outputs(outputs, batch):
-        return jnp.mean(loss.fn(outputs, targets(batch), loss_cfg))
-
-    def accuracy(outputs, batch):
-        if takes in ("logits", "values"):
-            return jnp.mean(jnp.argmax(outputs, -1) == batch["y"])
-        return jnp.mean((outputs[:, 0] > 0) == (batch["y"] == 1))
-
-    classify = data.task == "classification"
-
-    def output_metrics(outputs, batch):
-        return {"accuracy": accuracy(outputs, batch)} if classify else {}
-
-    return predict, loss_on_outputs, output_metrics
-
-
-def _surface_objective(model: Model):
-    def predict(params, batch):
-        return model.apply(params)
-
-    def loss_on_outputs(outputs, batch):
-        return outputs
-
-    return predict, loss_on_outputs, lambda outputs, batch: {}
+def make_loss(cfg) -> losses.Loss:
+    """The loss record the `loss` config selects: a registered loss, or a user's
+    `(outputs, batch, **arguments) -> per-example losses` given by `_target_`."""
+    target = getattr(cfg, "_target_", None)
+    if target is None:
+        return losses.check_loss_config(cfg)
+    option = losses.LOSSES.resolve(cfg)
+    if isinstance(option, losses.Loss):
+        return option
+    bound = arguments(option, cfg, {}, skip=("l1", "l2"))  # its arguments, bound once
+    properties = losses.LossProperties(purpose="any", takes="batch", source=str(target))
+    return losses.Loss("loss", option.name, partial(option.builder, **bound), properties=properties)
 
 
 def _weight_penalty(loss_cfg) -> Callable | None:
-    if not (loss_cfg.l1 or loss_cfg.l2):
+    if not (getattr(loss_cfg, "l1", 0.0) or getattr(loss_cfg, "l2", 0.0)):
         return None
     return lambda params: losses.penalty(params, loss_cfg)
 
 
 def build_problem(cfg) -> Problem:
     """Check and build everything a run needs from the (frozen) config."""
+    import_modules(getattr(cfg, "imports", ()))
     data = make_dataset(cfg.data)
-    loss = losses.check_loss_config(cfg.loss)
-    if data.task == "surface":
-        model = make_model(cfg.model, data, 1)
-        if model.kind != "surface":
-            raise ConfigError("model.name", cfg.model.name, "a surface model when data=none")
-        predict, loss_on_outputs, output_metrics = _surface_objective(model)
-        init_params = make_init(cfg.init, model)
-    elif data.task in TASKS:  # embedding, sequence, multitask: lossbench.tasks
-        task = build_task(cfg, data, loss)
-        model, init_params, predict = task.model, task.init_params, task.predict
-        loss_on_outputs, output_metrics = task.loss_on_outputs, task.output_metrics
-    else:
-        if not _one_hot_regression(loss, data):
-            losses.check_fits(loss.name, data.task)
-        if cfg.model.name in surface_names():
-            raise ConfigError(
-                "data.name",
-                cfg.data.name,
-                f"none for the analytic surface {cfg.model.name!r} (data=none)",
-            )
-        if cfg.model.name not in SUPERVISED_MODELS:
-            raise ConfigError(
-                "model.name",
-                cfg.model.name,
-                f"a model for {data.task} data {data.name!r}: {list(SUPERVISED_MODELS)}",
-            )
-        model = make_model(cfg.model, data, output_dim(loss, data))
-        predict, loss_on_outputs, output_metrics = _supervised_objective(
-            model, loss, cfg.loss, data
-        )
-        init_params = make_init(cfg.init, model)
-
+    loss = make_loss(cfg.loss)
+    objective = objective_for(data, loss, cfg.loss)
+    model = make_model(cfg.model, data, objective.out_features)
+    extra = loss.init_extra(cfg.loss)  # the loss's own trainable parameters (multitask)
+    if extra:
+        model = with_loss_params(model, extra)
+    init_params = make_init(cfg.init, model)
+    if extra:
+        init_params = init_with_loss_params(init_params, extra)
+    predict, loss_on_outputs, output_metrics = objective.make(model)
     _check_trainer(cfg.trainer, data)
     optimizer = make_optimizer(cfg.optimizer, cfg.trainer.steps)
     return Problem(
@@ -194,8 +126,8 @@ def _check_trainer(t, data: Dataset):
         raise ConfigError("trainer.seeds", t.seeds, "an integer >= 1")
     if t.chunk <= 0:
         raise ConfigError("trainer.chunk", t.chunk, "a positive integer")
-    surface = data.task == "surface"  # surfaces have no data to batch
-    if t.batch_size is not None and not surface and not 0 < t.batch_size <= data.n_train:
+    # data with nothing to batch (a model that is its own loss) ignores the batch size
+    if t.batch_size is not None and data.train and not 0 < t.batch_size <= data.n_train:
         raise ConfigError(
             "trainer.batch_size",
             t.batch_size,

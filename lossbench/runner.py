@@ -57,8 +57,8 @@ def _check_probe(p, problem: Problem):
             raise ConfigError(f"probe.{key}", k, f"in [0, probe.lanczos_steps={p.lanczos_steps}]")
     if p.top_k < 1:
         raise ConfigError("probe.top_k", p.top_k, "at least 1")
-    if p.curvature == "ggn" and problem.data.task == "surface":
-        raise ConfigError("probe.curvature", "ggn", "'hessian' on analytic surfaces (no outputs)")
+    if p.curvature == "ggn" and problem.loss_name == "none":
+        raise ConfigError("probe.curvature", "ggn", "'hessian' on models that are their own loss")
     if p.batch_size is not None and not 0 < p.batch_size <= problem.data.n_train:
         raise ConfigError(
             "probe.batch_size", p.batch_size, f"null or in [1, {problem.data.n_train}]"
@@ -273,8 +273,10 @@ def _final_figures(trainer, state, train, test, seed_ids, divergence) -> dict:
             alive = [v[s] for s in range(len(seed_ids)) if divergence.step[s] < 0]
             figures[f"{prefix}{k}"] = float(np.mean(alive)) if alive else float("nan")
             figures[f"{prefix}{k}_per_seed"] = v.tolist()
-    if "x" in state.params and not train:  # analytic surface: where the run ended
-        figures["final_point"] = np.asarray(state.params["x"]).tolist()
+    if not train:  # a model that is its own loss (a surface): where the run ended
+        leaves = jax.tree_util.tree_leaves(state.params)
+        point = np.concatenate([np.asarray(v).reshape(len(seed_ids), -1) for v in leaves], 1)
+        figures["final_point"] = point.tolist()
         loss = np.asarray(trainer.evaluate(state.params, {})["loss"])
         figures["final_loss"] = float(np.mean(loss))
         figures["final_loss_per_seed"] = loss.tolist()

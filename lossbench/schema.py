@@ -1,18 +1,23 @@
-"""Typed config schemas, registered in Hydra's ConfigStore.
+"""The config schema, registered in Hydra's ConfigStore.
 
-Every config group (`data`, `model`, `init`, `loss`, `optimizer`, `trainer`, `probe`, `detect`)
-has one dataclass here. A group option (`configs/optimizer/adam.yaml`) is merged onto it, so a
-typo in a key or a value of the wrong type fails at compose time with Hydra's own message.
-Each option names its implementation with a registry key, `name`, that the matching module
-looks up (`lossbench.optimizers.OPTIMIZERS`, `lossbench.models.MODELS`, ...).
+Every option of the `data`, `model`, `init`, `loss` and `optimizer` groups has its own schema,
+generated from its builder by its registry (`lossbench.registry`): `optimizer=adam` has adam's
+fields and the shared ones (lr, schedule, clip_norm, weight_decay), and a key it does not have
+fails at composition with Hydra's message. `register_configs` stores each option's schema as
+`schema/<group>/<name>` and the option itself as `<group>/<name>`, extending its schema and
+selecting the options it implies (a surface model selects data=none, init=point; a dataset
+selects the loss of its task). `trainer`, `probe` and `detect` options are YAML presets of the
+typed schemas below. A user's config dir adds options (`_target_` plus arguments, unchecked
+until built); a module named by `imports:` registers Python ones before composition.
 
-Checks beyond type (lr > 0, batch <= dataset size) happen once at build time
-(`lossbench.problem`), raising `ConfigError` with the key, the value and what is allowed.
+Checks beyond type (lr > 0, batch <= dataset size) happen once at build time, next to each
+builder, raising `ConfigError` with the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -22,103 +27,9 @@ from omegaconf import MISSING
 
 from lossbench.errors import ConfigError as ConfigError  # noqa: F401  (re-export)
 
-
-@dataclass
-class DataConfig:
-    name: str = MISSING
-    n: int = 1000  # samples (synthetic data)
-    classes: int = 3  # blobs
-    dim: int = 2  # blobs input dimension / teacher input dimension
-    spread: float = 1.0  # blobs cluster std; spirals / xor noise
-    noise: float = 0.1  # teacher / linear_teacher target noise std
-    out_dim: int = 1  # teacher output dimension
-    hidden: int = 16  # teacher hidden width
-    singular_values: list[float] = field(default_factory=lambda: [3.0, 2.0, 1.0, 0.5])
-    test_fraction: float = 0.2
-    split_seed: int = 0  # fixed data draw / split, independent of the training seed
-    standardize: bool = True
-    label_noise: float = 0.0  # fraction of training labels flipped (classification)
-    outlier_fraction: float = 0.0  # fraction of corrupted training targets (regression)
-    outlier_scale: float = 10.0  # size of the corruption, in target standard deviations
-    seq_len: int = 12  # sequence tasks
-    vocab: int = 5  # sequence tasks: symbols excluding the blank
-
-
-@dataclass
-class ModelConfig:
-    name: str = MISSING
-    widths: list[int] = field(default_factory=lambda: [64])
-    activation: str = "tanh"
-    depth: int = 2  # deep_linear: number of weight matrices
-    width: int = 16  # deep_linear hidden width (null -> input dim)
-    channels: list[int] = field(default_factory=lambda: [8, 16])  # cnn
-    bias: bool = True
-    dim: int = 2  # analytic surfaces: number of coordinates
-    a: float = 1.0  # analytic surface coefficients
-    b: float = 1.0
-    embed_dim: int = 16  # embedding networks / sequence models
-
-
-@dataclass
-class InitConfig:
-    name: str = MISSING
-    scale: float = 1.0  # multiplies every weight after drawing it
-    std: float = 1.0  # `normal`
-    low: float = -1.0  # `uniform`
-    high: float = 1.0
-    value: Any = 0.0  # `constant` (float) or `point` (list of coordinates)
-    radius: float = 0.0  # `point`: uniform perturbation from a ball of this radius
-    bias: float | None = None  # biases: zero unless a value is given
-
-
-@dataclass
-class LossConfig:
-    name: str = MISSING
-    delta: float = 1.0  # huber
-    quantile: float = 0.5  # quantile (pinball)
-    scale: float = 1.0  # welsch / log_cosh scale
-    gamma: float = 2.0  # focal
-    margin: float = 1.0  # hinge family, contrastive, triplet
-    temperature: float = 0.5  # ntxent
-    variant: str = "crammer_singer"  # multiclass_hinge: crammer_singer | weston_watkins
-    weights: list[float] = field(default_factory=lambda: [1.0, 1.0])  # multitask fixed weights
-    learned_weights: bool = False  # multitask: Kendall, Gal & Cipolla (2018) uncertainty
-    tasks: list[str] = field(default_factory=lambda: ["cross_entropy", "mse"])  # multitask
-    l1: float = 0.0  # penalty on the weights, added to any loss
-    l2: float = 0.0
-
-
-@dataclass
-class ScheduleConfig:
-    name: str = "constant"  # constant | cosine | warmup_cosine | step
-    warmup_steps: int = 0
-    decay_steps: int | None = None  # null -> trainer.steps
-    end_value: float = 0.0  # as a fraction of the peak lr
-    boundaries: list[int] = field(default_factory=list)  # step: where the lr is multiplied
-    factor: float = 0.1  # step: the multiplier
-
-
-@dataclass
-class OptimizerConfig:
-    name: str = MISSING
-    lr: float = 0.01
-    momentum: float = 0.0
-    nesterov: bool = False
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    decay: float = 0.9  # rmsprop
-    weight_decay: float = 0.0
-    clip_norm: float | None = None  # global-norm clipping
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    # saddle-escaping optimizers
-    radius: float = 0.1  # pgd perturbation ball radius / sam rho
-    g_thres: float = 1e-3  # pgd: perturb when ||g|| <= g_thres
-    t_thres: int = 10  # pgd: at most one perturbation per t_thres steps
-    noise: float = 0.01  # noisy_gd: eta
-    noise_decay: float = 0.55  # noisy_gd: gamma
-    rank: int = 10  # saddle_free_newton: Krylov dimension
-    damping: float = 1e-3  # saddle_free_newton
+# Groups whose options come from a registry, in the order of the defaults list (an option may
+# select options of the groups before it: a dataset its loss, a surface its data and init).
+REGISTRY_GROUPS = ("loss", "init", "data", "model", "optimizer")
 
 
 @dataclass
@@ -181,20 +92,73 @@ class DetectConfig:
 
 @dataclass
 class Config:
-    data: DataConfig = MISSING
-    model: ModelConfig = MISSING
-    init: InitConfig = MISSING
-    loss: LossConfig = MISSING
-    optimizer: OptimizerConfig = MISSING
+    loss: Any = MISSING  # each option has its own schema (`lossbench.registry`)
+    init: Any = MISSING
+    data: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
     trainer: TrainerConfig = MISSING
     probe: ProbeConfig = MISSING
     detect: DetectConfig = MISSING
     study: str = "default"  # a label carried into results
+    imports: list[str] = field(default_factory=list)  # user modules that register options
 
 
-def register_configs() -> None:
-    """Register the root schema as `base_config`; group options merge onto its typed fields."""
-    ConfigStore.instance().store(name="base_config", node=Config)
+def registries() -> dict:
+    """{group: registry} of the groups whose options are registered in Python."""
+    from lossbench.data import DATASETS
+    from lossbench.initializers import INITIALIZERS
+    from lossbench.losses import LOSSES
+    from lossbench.models import MODELS
+    from lossbench.optimizers import OPTIMIZERS
+
+    return {
+        "loss": LOSSES,
+        "init": INITIALIZERS,
+        "data": DATASETS,
+        "model": MODELS,
+        "optimizer": OPTIMIZERS,
+    }
+
+
+def implied(group: str, option) -> dict[str, str]:
+    """The options of earlier groups this option selects (overridable on the command line)."""
+    from lossbench.tasks import default_loss
+
+    implies = dict(option.meta.get("implies", {}))
+    if group == "data" and "loss" not in implies and default_loss(option.meta.get("task", "")):
+        implies["loss"] = default_loss(option.meta["task"])
+    return implies
+
+
+def register_configs(overrides: Sequence[str] = ()) -> None:
+    """Store the root schema as `base_config` and every registered option with its schema.
+
+    `overrides` are the command line's: modules named by an `imports=[...]` override are
+    imported first, so the options they register can be selected.
+    """
+    from lossbench.registry import import_modules
+
+    import_modules(_imports(overrides))
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    for group, registry in registries().items():
+        for name, option in registry.items():
+            if not getattr(option, "trainable", True):
+                continue  # metrics only (the 0-1 loss)
+            store.store(group=f"schema/{group}", name=name, node=registry.schema(name))
+            defaults: list[Any] = [{f"/schema/{group}@_here_": name}]
+            for other, choice in implied(group, option).items():
+                defaults.append({f"override /{other}@_global_.{other}": choice})
+            store.store(group=group, name=name, node={"defaults": [*defaults, "_self_"]})
+
+
+def _imports(overrides: Sequence[str]) -> list[str]:
+    for override in overrides:
+        key, _, value = str(override).lstrip("+~").partition("=")
+        if key == "imports":
+            return [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+    return []
 
 
 @cache
@@ -203,13 +167,21 @@ def _frozen_twin(cls: type) -> type:
     return dataclasses.make_dataclass(cls.__name__, fields, frozen=True)
 
 
+@cache
+def _frozen_record(keys: tuple[str, ...]) -> type:
+    return dataclasses.make_dataclass("Config", [(k, Any) for k in keys], frozen=True)
+
+
 def freeze(obj: Any) -> Any:
-    """Turn schema dataclasses (and lists) into frozen, hashable twins, safe to close over."""
+    """Turn schema dataclasses (and lists) into frozen, hashable twins, safe to close over;
+    mappings (a user's `_target_` option) into frozen records with the same attributes."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         twin = _frozen_twin(type(obj))
         return twin(**{f.name: freeze(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
     if isinstance(obj, list | tuple):
         return tuple(freeze(v) for v in obj)
+    if isinstance(obj, dict) and all(str(k).isidentifier() for k in obj):
+        return _frozen_record(tuple(obj))(**{k: freeze(v) for k, v in obj.items()})
     if isinstance(obj, dict):
         return tuple(sorted((k, freeze(v)) for k, v in obj.items()))
     return obj

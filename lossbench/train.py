@@ -59,11 +59,10 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
         `lossbench.curvature.make_probe`, or None for no probes.
     """
     tx = problem.optimizer.tx
-    sample = _sampler(None if problem.data.task == "surface" else trainer_cfg.batch_size)
+    sample = _sampler(trainer_cfg.batch_size if problem.data.train else None)  # no data: none
     log_every = trainer_cfg.log_every
     evaluate_test = trainer_cfg.eval and bool(problem.data.test)
     grad_of = jax.value_and_grad(problem.loss_and_outputs, has_aux=True)
-    surface_dim = problem.model.shapes["x"].shape[0] if problem.model.kind == "surface" else 0
 
     def init(key):
         k_params, k_train = jax.random.split(key)
@@ -97,8 +96,7 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
             "lr": problem.optimizer.schedule(state.step),
             **problem.output_metrics(outputs, batch),
         }
-        if problem.model.kind == "surface":  # where on the surface this step started
-            record.update({f"x_{i}": state.params["x"][i] for i in range(surface_dim)})
+        record.update(problem.step_metrics(state.params))  # the model's own (x_0, x_1, ...)
         return new_state, record
 
     def logged_steps(state, train, test, n):

@@ -19,22 +19,11 @@ import os
 import tempfile
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
-from lossbench.analysis import load_run, load_sweep
-from lossbench.cli import CONFIG_DIR
+from lossbench import compose, load_run, load_sweep, run
 from lossbench.plots import plot_run
-from lossbench.runner import run
-from lossbench.schema import register_configs
 
 OUT = Path(os.environ.get("LOSSBENCH_NOTEBOOK_OUT", tempfile.mkdtemp()))
-register_configs()
-
-
-def config(*overrides):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return OmegaConf.to_object(compose("config", overrides=list(overrides)))
+config = compose  # the typed config `lossbench [overrides]` would run
 
 
 # %% [markdown]

@@ -9,12 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 
-from lossbench.cli import CONFIG_DIR
-from lossbench.schema import register_configs
+import lossbench
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,27 +20,18 @@ FAST = ["trainer.progress=false", "trainer.save_params=false"]
 
 @contextmanager
 def hydra_session():
-    """Initialise Hydra once; yields `compose(overrides) -> typed config object`."""
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        yield lambda overrides: OmegaConf.to_object(
-            compose(config_name="config", overrides=list(overrides))
-        )
-    GlobalHydra.instance().clear()
+    """Yields `compose(overrides) -> typed config object` (`lossbench.compose`)."""
+    yield lambda overrides: lossbench.compose(*overrides)
 
 
 def compose_config(overrides: list[str]):
     """The typed config object the CLI would build from `overrides`."""
-    with hydra_session() as compose_one:
-        return compose_one(overrides)
+    return lossbench.compose(*overrides)
 
 
 def run_overrides(tmp_path: Path, overrides: list[str], name: str = "run") -> tuple[dict, Path]:
-    from lossbench.runner import run
-
     run_dir = tmp_path / name
-    return run(compose_config([*FAST, *overrides]), run_dir), run_dir
+    return lossbench.run(compose_config([*FAST, *overrides]), run_dir), run_dir
 
 
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None):

@@ -22,7 +22,7 @@ FAST = ["trainer.progress=false", "trainer.save_params=false"]
             "batch) or an integer in [1, 1438]",
         ),
         (
-            "data=teacher",
+            "data=teacher loss=cross_entropy",  # data=teacher alone selects loss=mse
             "error: loss.name='cross_entropy' is not allowed: fits classification; "
             "losses for regression: [",
         ),
@@ -41,7 +41,8 @@ def test_bad_values_give_one_line_and_leave_no_run_dir(tmp_path, override, expec
     ("override", "expected"),
     [
         ("optimizer=foo", "Could not find 'optimizer/foo'"),
-        ("optimizer.lrr=0.1", "Key 'lrr' not in 'OptimizerConfig'"),
+        ("optimizer.lrr=0.1", "Could not override 'optimizer.lrr'"),  # adam has no lrr
+        ("optimizer.momentum=0.9", "Could not override 'optimizer.momentum'"),
         ("optimizer.lr=abc", "Value 'abc' of type 'str' could not be converted to Float"),
     ],
 )

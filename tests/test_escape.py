@@ -12,17 +12,13 @@ import pandas as pd
 import pytest
 from conftest import run_overrides
 
-from lossbench import escape
 from lossbench.errors import ConfigError
-from lossbench.optimizers import GRADIENT_DESCENT_FAMILY, OPTIMIZERS, make_optimizer
-from lossbench.schema import OptimizerConfig
-from lossbench.surfaces import SURFACES
+from lossbench.models.surfaces import SURFACES
+from lossbench.optimizers import OPTIMIZERS, escape, make_optimizer
 
 ESCAPERS = ["pgd", "noisy_gd", "sam", "saddle_free_newton"]
 SADDLE = [
-    "data=none",
-    "model=escape_saddle",
-    "init=point",
+    "model=escape_saddle",  # selects data=none and init=point
     "init.value=[0.0,0.0]",
     "probe=off",
     "trainer.batch_size=null",
@@ -35,13 +31,13 @@ def escape_saddle(x):
 
 
 def optimizer(name: str, steps: int = 100, **fields):
-    return make_optimizer(OptimizerConfig(name=name, **fields), steps)
+    return make_optimizer(OPTIMIZERS.schema(name)(**fields), steps)
 
 
 def test_registered_with_edge_of_stability_where_it_applies():
     assert set(ESCAPERS) <= set(OPTIMIZERS)
-    assert {"pgd", "noisy_gd"} <= GRADIENT_DESCENT_FAMILY
-    assert not {"sam", "saddle_free_newton"} & GRADIENT_DESCENT_FAMILY
+    gradient_descent = set(OPTIMIZERS.names(edge_of_stability=True))
+    assert gradient_descent == {"gd", "sgd", "pgd", "noisy_gd"}
     assert float(optimizer("pgd", lr=0.1).eos_threshold(0)) == pytest.approx(20.0)
     assert float(optimizer("noisy_gd", lr=0.1, momentum=0.5).eos_threshold(0)) == pytest.approx(30)
     assert np.isnan(optimizer("sam").eos_threshold(0))
@@ -51,7 +47,6 @@ def test_registered_with_edge_of_stability_where_it_applies():
 @pytest.mark.parametrize(
     "name, fields, key",
     [
-        ("pgd", {"momentum": 0.9}, "momentum"),
         ("pgd", {"radius": 0.0}, "radius"),
         ("pgd", {"t_thres": 0}, "t_thres"),
         ("noisy_gd", {"noise": -1.0}, "noise"),
@@ -63,6 +58,15 @@ def test_registered_with_edge_of_stability_where_it_applies():
 def test_bad_values_name_the_key(name, fields, key):
     with pytest.raises(ConfigError, match=f"optimizer.{key}="):
         optimizer(name, **fields)
+
+
+def test_each_escaper_has_its_own_fields():
+    fields = {name: set(OPTIMIZERS.schema(name).__dataclass_fields__) for name in ESCAPERS}
+    shared = {"name", "lr", "schedule", "clip_norm", "weight_decay"}
+    assert fields["pgd"] == shared | {"radius", "g_thres", "t_thres"}  # no momentum
+    assert fields["noisy_gd"] == shared | {"noise", "noise_decay", "momentum", "nesterov"}
+    assert fields["sam"] == shared | {"radius", "momentum", "nesterov"}
+    assert fields["saddle_free_newton"] == shared | {"rank", "damping"}
 
 
 # ---------------------------------------------------------------------------------------------

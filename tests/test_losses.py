@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import math
@@ -28,12 +27,14 @@ from lossbench.losses import (
     penalty,
     properties_table,
 )
-from lossbench.losses.base import PROPERTY_NAMES, TAKES_TASK
-from lossbench.schema import LossConfig, freeze
+from lossbench.losses.base import PROPERTY_NAMES, TAKES_TASK, LossBase
+from lossbench.schema import freeze
 
 
-def cfg(name="x", **kw):
-    return freeze(dataclasses.replace(LossConfig(name=name), **kw))
+def cfg(name=None, **kw):
+    """The frozen config of loss `name` (its own schema), or only the shared l1 / l2."""
+    schema = LOSSES.schema(name) if name in LOSSES else LossBase
+    return freeze(schema(**kw))
 
 
 def f32(x):
@@ -321,6 +322,8 @@ def example_batch(takes, rng, b=4):
             "logits": labels(3),
             "values": normal(b, 2),
         }
+    if takes == "value":  # loss=none: the outputs are the values
+        return normal(b), jnp.zeros(b)
     raise ValueError(takes)
 
 
@@ -403,8 +406,7 @@ def test_check_fits():
         ("multitask", {"tasks": ["cross_entropy", "focal"]}, "loss.tasks"),
         ("multitask", {"tasks": ["cross_entropy", "zero_one"]}, "loss.tasks"),
         ("multitask", {"tasks": ["cross_entropy", "ctc"]}, "loss.tasks"),
-        ("multitask", {"tasks": ["huber", "mse"], "delta": -1.0}, "loss.tasks"),
-        ("multitask", {"tasks": ["cross_entropy", "huber"], "delta": -1.0}, "loss.delta"),
+        ("multitask", {"tasks": ["huber", "mse"]}, "loss.tasks"),
     ],
 )
 def test_check_loss_config_names_the_key(name, kw, key):
@@ -420,7 +422,7 @@ def test_check_loss_config_accepts_the_defaults():
 
 def test_cosine_margin_message_suggests_a_value():
     with pytest.raises(ConfigError, match=r"in \[-1, 1\) for cosine"):
-        check_loss_config(cfg("cosine"))
+        check_loss_config(cfg("cosine", margin=1.0))  # the default is 0.0
 
 
 # --- multitask -------------------------------------------------------------------------------
@@ -499,7 +501,7 @@ def test_penalty_on_nnx_state():
 
 def test_properties_table_has_one_row_per_loss():
     table = properties_table()
-    assert sorted(table["name"]) == sorted(LOSSES)
+    assert sorted(table["name"]) == sorted(set(LOSSES) - {"none"})
     assert set(PROPERTY_NAMES) <= set(table.columns)
     assert {"task", "takes", "source", "reference", "notes", "trainable"} <= set(table.columns)
     row = table.set_index("name").loc["huber"]
@@ -516,6 +518,6 @@ def test_format_properties_table_is_markdown():
     text = format_properties_table()
     lines = text.strip().splitlines()
     assert lines[0].startswith("| name | task | takes |") and lines[1].startswith("|---|")
-    assert len(lines) == 2 + len(LOSSES)
+    assert len(lines) == 2 + len(LOSSES) - 1  # all but none
     assert all(line.count("|") == lines[0].count("|") for line in lines)
     assert "| zero_one | classification | logits | no |" in text

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lossbench.errors import ConfigError
-from lossbench.surfaces import KINDS, SURFACES, get_surface
+from lossbench.models.surfaces import KINDS, SURFACES, get_surface
 
 NAMES = [
     "quadratic_saddle",

@@ -10,12 +10,20 @@ from lossbench.errors import ConfigError
 from lossbench.losses import (  # noqa: F401  (registers)
     classification,
     embedding,
+    identity,
     margin,
     multitask,
     regression,
     sequence,
 )
-from lossbench.losses.base import LOSSES, TAKES_TASK, Loss, LossProperties
+from lossbench.losses.base import (
+    LOSSES,
+    TAKES_TASK,
+    Loss,
+    LossBase,
+    LossProperties,
+    declare,
+)
 from lossbench.losses.classification import MULTICLASS_HINGE_VARIANTS
 from lossbench.losses.multitask import (
     multitask_extra_params,
@@ -78,30 +86,32 @@ _LOSS_RULES = {
 def check_loss_config(cfg) -> Loss:
     """Check the loss config once, at build time: name, hyper-parameters, multitask heads."""
     loss = get_loss(cfg.name)
-    names = [cfg.name]
     if cfg.name == "multitask":
         multitask_heads(cfg)
-        names += list(cfg.tasks)
-    for name in names:
-        for field in LOSSES[name].hyper:
-            test, allowed = _LOSS_RULES.get((name, field), _RULES.get(field, (None, "")))
-            value = getattr(cfg, field)
-            if test is not None and not test(value):
-                raise ConfigError(f"loss.{field}", value, f"{allowed} ({name})")
+    for field in loss.hyper:
+        test, allowed = _LOSS_RULES.get((cfg.name, field), _RULES.get(field, (None, "")))
+        value = getattr(cfg, field)
+        if test is not None and not test(value):
+            raise ConfigError(f"loss.{field}", value, f"{allowed} ({cfg.name})")
     for field in ("l1", "l2"):
-        if getattr(cfg, field) < 0:
+        if getattr(cfg, field, 0.0) < 0:
             raise ConfigError(f"loss.{field}", getattr(cfg, field), ">= 0")
     return loss
+
+
+register = declare  # a user's loss: lossbench.losses.register(name, fn, takes=...)
 
 
 __all__ = [
     "LOSSES",
     "TAKES_TASK",
+    "LossBase",
     "ZERO_ONE_MESSAGE",
     "Loss",
     "LossProperties",
     "check_fits",
     "check_loss_config",
+    "declare",
     "format_properties_table",
     "get_loss",
     "losses_for",
@@ -110,5 +120,6 @@ __all__ = [
     "multitask_properties",
     "penalty",
     "properties_table",
+    "register",
     "weight_leaves",
 ]

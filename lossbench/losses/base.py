@@ -1,10 +1,12 @@
 """The loss record: a per-example function plus the design properties it declares.
 
-A loss maps model outputs and targets to one value per example, `fn(outputs, targets, cfg)`,
-where `cfg` is the (frozen) `loss` config carrying its hyper-parameters (delta, margin, ...).
-The training objective is the mean over the batch (plus any weight penalty,
-`lossbench.losses.penalty`). Call a loss through the record, `loss(outputs, targets, cfg,
-extra)`: it passes `extra` on only to losses that have extra trainable parameters.
+A loss maps model outputs and targets to one value per example, `fn(outputs, targets,
+**hyper)`, its hyper-parameters (delta, margin, ...) keyword arguments with defaults: they are
+the loss option's config fields (`loss=huber` has `delta`), beside the shared `l1`, `l2`
+weight penalty of `LossBase`. The training objective is the mean over the batch (plus the
+penalty, `lossbench.losses.penalty`). Call a loss through the record, `loss(outputs, targets,
+cfg, extra)`: it reads its hyper-parameters from the config and passes `extra` on only to
+losses that have extra trainable parameters.
 
 What a loss `takes` decides the task it fits and the structure of outputs and targets (B is the
 batch, every loss returns shape (B,)):
@@ -45,6 +47,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from lossbench.registry import Option, Registry, builder_fields
+
 TAKES_TASK = {
     "logits": "classification",
     "score": "classification",
@@ -54,6 +58,7 @@ TAKES_TASK = {
     "views": "embedding",
     "sequence": "sequence",
     "heads": "multitask",
+    "value": "surface",  # loss=none: the model's output is the objective
 }
 
 PROPERTY_NAMES = (
@@ -75,40 +80,55 @@ class LossProperties:
     differentiable: once, everywhere.  twice_differentiable: twice, everywhere.
     bounded: the loss value is bounded above.  min_zero: minimum 0, attained at the target.
     robust: bounded derivative in the prediction, so one outlier has bounded pull.
+    A user's loss may leave them out (then nothing is claimed: all False).
     """
 
     purpose: str
     takes: str
-    convex: bool
-    differentiable: bool
-    twice_differentiable: bool
-    bounded: bool
-    min_zero: bool
-    robust: bool
-    source: str  # "optax.losses.<name>" or "lossbench" (written here)
+    convex: bool = False
+    differentiable: bool = False
+    twice_differentiable: bool = False
+    bounded: bool = False
+    min_zero: bool = False
+    robust: bool = False
+    source: str = "user"  # "optax.losses.<name>", "lossbench" (written here) or "user"
     reference: str = ""
     notes: str = ""
 
 
-@dataclass(frozen=True)
-class Loss:
-    """A registered loss.
+@dataclass
+class LossBase:
+    """Fields every loss has: a weight penalty l2 / 2 |W|^2 + l1 |W|_1 added to it."""
 
-    fn: (outputs, targets, cfg) -> per-example losses, shape (batch,); losses with
-        `extra_params` take a fourth argument, the extra parameters.
-    hyper: the `LossConfig` fields the loss reads (checked by `check_loss_config`).
+    l1: float = 0.0
+    l2: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Loss(Option):
+    """A registered loss (its `builder` is the per-example function).
+
+    properties: the declared design properties.
+    trainable: False for metrics only (the 0-1 loss).
     extra_params: cfg -> pytree of extra trainable parameters (e.g. the learned task
-        log-variances of `multitask`), trained with the model's; None for most losses.
+        log-variances of `multitask`), trained with the model's; None for most losses. Such a
+        loss takes them as the keyword `extra`.
     derive: cfg -> LossProperties, where the properties depend on the config (multitask).
     """
 
-    name: str
-    fn: Callable[..., jax.Array]
     properties: LossProperties
-    trainable: bool = True  # the 0-1 loss is a metric only
-    hyper: tuple[str, ...] = ()
+    trainable: bool = True
     extra_params: Callable[[Any], Any] | None = None
     derive: Callable[[Any], LossProperties] | None = None
+
+    @property
+    def fn(self) -> Callable[..., jax.Array]:
+        return self.builder
+
+    @property
+    def hyper(self) -> tuple[str, ...]:
+        """The loss's own config fields (its keyword arguments)."""
+        return tuple(name for name, _, _ in builder_fields(self.builder))
 
     @property
     def task(self) -> str:
@@ -122,17 +142,18 @@ class Loss:
         """The properties under this config (the declared ones unless they depend on it)."""
         return self.properties if self.derive is None else self.derive(cfg)
 
-    def __call__(self, outputs, targets, cfg, extra: Any = None) -> jax.Array:
+    def __call__(self, outputs, targets, cfg=None, extra: Any = None) -> jax.Array:
+        hyper = {k: getattr(cfg, k) for k in self.hyper if hasattr(cfg, k)}
         if self.extra_params is None:
-            return self.fn(outputs, targets, cfg)
-        return self.fn(outputs, targets, cfg, extra)
+            return self.fn(outputs, targets, **hyper)
+        return self.fn(outputs, targets, extra=extra, **hyper)
 
 
-LOSSES: dict[str, Loss] = {}
+LOSSES = Registry("loss", base=LossBase)
 
 
 def register(loss: Loss) -> Loss:
-    LOSSES[loss.name] = loss
+    LOSSES.options[loss.name] = loss
     return loss
 
 
@@ -145,7 +166,10 @@ def signed_margin(score, labels) -> jax.Array:
     return y * score
 
 
-def declare(name, fn, *, purpose, takes, hyper=(), trainable=True, **props) -> Loss:
-    """Register a loss with its declared properties (the one place losses are built)."""
+def declare(name, fn, *, takes, purpose=None, trainable=True, **props) -> Loss:
+    """Register `fn(outputs, targets, **hyper) -> per-example losses` as the loss option `name`
+    with its declared properties (the one place losses are built; users call it too)."""
+    purpose = purpose or TAKES_TASK[takes]
     properties = LossProperties(purpose=purpose, takes=takes, **props)
-    return register(Loss(name, fn, properties, trainable=trainable, hyper=hyper))
+    meta = {"task": TAKES_TASK.get(takes, purpose)}
+    return register(Loss("loss", name, fn, meta, properties=properties, trainable=trainable))

@@ -14,11 +14,11 @@ from lossbench.losses.base import declare
 MULTICLASS_HINGE_VARIANTS = ("crammer_singer", "weston_watkins")
 
 
-def _cross_entropy(logits, labels, cfg):
+def _cross_entropy(logits, labels):
     return optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def _focal(logits, labels, cfg):
+def _focal(logits, labels, gamma: float = 2.0):
     """Softmax focal loss of Lin et al. (2017): -(1 - p_y)^gamma log p_y.
 
     log(1 - p_y) is a log-sum-exp over the other classes, so the weight stays accurate when
@@ -28,30 +28,30 @@ def _focal(logits, labels, cfg):
     onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=bool)
     logp_y = jnp.sum(jnp.where(onehot, logp, 0.0), axis=-1)
     log_rest = jax.nn.logsumexp(jnp.where(onehot, -jnp.inf, logp), axis=-1)
-    return -jnp.exp(cfg.gamma * log_rest) * logp_y
+    return -jnp.exp(gamma * log_rest) * logp_y
 
 
-def _sparsemax(logits, labels, cfg):
+def _sparsemax(logits, labels):
     return optax.losses.multiclass_sparsemax_loss(logits, labels)
 
 
-def _multiclass_hinge(logits, labels, cfg):
-    """Multiclass hinge with margin m = cfg.margin.
+def _multiclass_hinge(logits, labels, margin: float = 1.0, variant: str = "crammer_singer"):
+    """Multiclass hinge with margin m = margin.
 
     crammer_singer (Crammer & Singer, 2001): max_j (z_j + m [j != y]) - z_y.
     weston_watkins (Weston & Watkins, 1999): sum_{j != y} max(0, m - (z_y - z_j)).
     """
-    m = cfg.margin
-    if cfg.variant == "crammer_singer":
+    m = margin
+    if variant == "crammer_singer":
         return m * optax.losses.multiclass_hinge_loss(logits / m, labels)
-    if cfg.variant == "weston_watkins":
+    if variant == "weston_watkins":
         onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=bool)
         z_y = jnp.sum(jnp.where(onehot, logits, 0.0), axis=-1, keepdims=True)
         return jnp.sum(jnp.where(onehot, 0.0, jnp.maximum(0.0, m - (z_y - logits))), axis=-1)
-    raise ConfigError("loss.variant", cfg.variant, " | ".join(MULTICLASS_HINGE_VARIANTS))
+    raise ConfigError("loss.variant", variant, " | ".join(MULTICLASS_HINGE_VARIANTS))
 
 
-def _zero_one(outputs, labels, cfg):
+def _zero_one(outputs, labels):
     """The 0-1 loss: 1 where the prediction is wrong. A metric only.
 
     Logits (B, C): the prediction is the argmax. A score (B, 1): the prediction is
@@ -84,7 +84,6 @@ CROSS_ENTROPY = _classification(
 FOCAL = _classification(
     "focal",
     _focal,
-    hyper=("gamma",),
     convex=False,
     differentiable=True,
     twice_differentiable=True,
@@ -115,7 +114,6 @@ SPARSEMAX = _classification(
 MULTICLASS_HINGE = _classification(
     "multiclass_hinge",
     _multiclass_hinge,
-    hyper=("margin", "variant"),
     convex=True,
     differentiable=False,
     twice_differentiable=False,

@@ -22,7 +22,7 @@ def _safe_norm(x):
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
-def _cosine(outputs, flags, cfg):
+def _cosine(outputs, flags, margin: float = 0.0):
     """Cosine embedding loss: 1 - cos for similar pairs, max(0, cos - margin) for dissimilar.
 
     As torch.nn.CosineEmbeddingLoss; the margin lies in [-1, 1).
@@ -30,27 +30,27 @@ def _cosine(outputs, flags, cfg):
     left, right = outputs["left"], outputs["right"]
     cos = optax.losses.cosine_similarity(left, right, epsilon=jnp.finfo(left.dtype).eps)
     same = jnp.asarray(flags, cos.dtype)
-    return same * (1.0 - cos) + (1.0 - same) * jnp.maximum(0.0, cos - cfg.margin)
+    return same * (1.0 - cos) + (1.0 - same) * jnp.maximum(0.0, cos - margin)
 
 
-def _contrastive(outputs, flags, cfg):
+def _contrastive(outputs, flags, margin: float = 1.0):
     """Contrastive loss (Hadsell, Chopra & LeCun, 2006), d = |left - right|, m = margin.
 
     Similar pairs d^2 / 2, dissimilar pairs max(0, m - d)^2 / 2.
     """
     d = _safe_norm(outputs["left"] - outputs["right"])
     same = jnp.asarray(flags, d.dtype)
-    return 0.5 * (same * d**2 + (1.0 - same) * jnp.maximum(0.0, cfg.margin - d) ** 2)
+    return 0.5 * (same * d**2 + (1.0 - same) * jnp.maximum(0.0, margin - d) ** 2)
 
 
-def _triplet(outputs, targets, cfg):
+def _triplet(outputs, targets, margin: float = 1.0):
     """Triplet margin loss max(0, d(a, p) - d(a, n) + margin) (Schroff et al., 2015)."""
     return optax.losses.triplet_margin_loss(
-        outputs["anchor"], outputs["positive"], outputs["negative"], margin=cfg.margin
+        outputs["anchor"], outputs["positive"], outputs["negative"], margin=margin
     )
 
 
-def _ntxent(outputs, targets, cfg):
+def _ntxent(outputs, targets, temperature: float = 0.5):
     """NT-Xent of SimCLR (Chen et al., 2020) per input: the mean of its two views' terms.
 
     For each of the 2B embeddings, -log softmax over the other 2B - 1 of the cosine
@@ -64,7 +64,7 @@ def _ntxent(outputs, targets, cfg):
     # cosine similarities as one (2B, 2B) matmul of unit vectors (norms clipped at eps, as
     # optax.losses.cosine_similarity does), not a (2B, 2B, D) broadcast
     unit = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), eps)
-    sim = (unit @ unit.T) / cfg.temperature
+    sim = (unit @ unit.T) / temperature
     sim = jnp.where(jnp.eye(2 * b, dtype=bool), -jnp.inf, sim)
     partner = jnp.concatenate([jnp.arange(b, 2 * b), jnp.arange(b)])
     positive = jnp.take_along_axis(sim, partner[:, None], axis=1)[:, 0]
@@ -79,7 +79,6 @@ COSINE = _embedding(
     "cosine",
     _cosine,
     takes="pairs",
-    hyper=("margin",),
     convex=False,
     differentiable=False,
     twice_differentiable=False,
@@ -96,7 +95,6 @@ CONTRASTIVE = _embedding(
     "contrastive",
     _contrastive,
     takes="pairs",
-    hyper=("margin",),
     convex=False,
     differentiable=False,
     twice_differentiable=False,
@@ -113,7 +111,6 @@ TRIPLET = _embedding(
     "triplet",
     _triplet,
     takes="triplets",
-    hyper=("margin",),
     convex=False,
     differentiable=False,
     twice_differentiable=False,
@@ -130,7 +127,6 @@ NTXENT = _embedding(
     "ntxent",
     _ntxent,
     takes="views",
-    hyper=("temperature",),
     convex=False,
     differentiable=True,
     twice_differentiable=True,

@@ -19,33 +19,33 @@ def _squeeze(score):
     return score[..., 0] if score.ndim > 1 else score
 
 
-def _binary_cross_entropy(score, labels, cfg):
+def _binary_cross_entropy(score, labels):
     return optax.losses.sigmoid_binary_cross_entropy(_squeeze(score), labels)
 
 
-def _logistic(score, labels, cfg):
+def _logistic(score, labels):
     """Logistic loss log(1 + exp(-v)): the binary cross entropy in margin form."""
     return jax.nn.softplus(-signed_margin(score, labels))
 
 
-def _hinge(score, labels, cfg):
-    """Hinge loss max(0, m - v) of the SVM (Cortes & Vapnik, 1995), m = cfg.margin."""
-    m = cfg.margin
+def _hinge(score, labels, margin: float = 1.0):
+    """Hinge loss max(0, m - v) of the SVM (Cortes & Vapnik, 1995), m = margin."""
+    m = margin
     y = 2.0 * jnp.asarray(labels, score.dtype) - 1.0
     return m * optax.losses.hinge_loss(_squeeze(score) / m, y)
 
 
-def _squared_hinge(score, labels, cfg):
+def _squared_hinge(score, labels, margin: float = 1.0):
     """Squared hinge max(0, m - v)^2 of the L2-SVM (Mangasarian & Musicant, 2001)."""
-    return jnp.maximum(0.0, cfg.margin - signed_margin(score, labels)) ** 2
+    return jnp.maximum(0.0, margin - signed_margin(score, labels)) ** 2
 
 
-def _exponential(score, labels, cfg):
+def _exponential(score, labels):
     """Exponential loss exp(-v) of AdaBoost (Freund & Schapire, 1997)."""
     return jnp.exp(-signed_margin(score, labels))
 
 
-def _savage(score, labels, cfg):
+def _savage(score, labels):
     """Savage loss 1 / (1 + exp(2v))^2 (Masnadi-Shirazi & Vasconcelos, 2008)."""
     return jax.nn.sigmoid(-2.0 * signed_margin(score, labels)) ** 2
 
@@ -84,7 +84,6 @@ LOGISTIC = _margin(
 HINGE = _margin(
     "hinge",
     _hinge,
-    hyper=("margin",),
     convex=True,
     differentiable=False,
     twice_differentiable=False,
@@ -99,7 +98,6 @@ HINGE = _margin(
 SQUARED_HINGE = _margin(
     "squared_hinge",
     _squared_hinge,
-    hyper=("margin",),
     convex=True,
     differentiable=True,
     twice_differentiable=False,

@@ -30,7 +30,11 @@ HEAD_KINDS = ("logits", "score", "values")
 
 def multitask_heads(cfg) -> dict[str, str]:
     """The heads the model must output, {takes: task loss name}, in cfg.tasks order."""
-    tasks, weights = list(cfg.tasks), list(cfg.weights)
+    return _heads(cfg.tasks, cfg.weights)
+
+
+def _heads(tasks, weights) -> dict[str, str]:
+    tasks, weights = list(tasks), list(weights)
     if not tasks:
         raise ConfigError("loss.tasks", tasks, "at least one task loss")
     if len(weights) != len(tasks):
@@ -63,15 +67,24 @@ def multitask_extra_params(cfg) -> dict:
     return {"log_var": jnp.zeros(len(cfg.tasks))}
 
 
-def _multitask(outputs, targets, cfg, extra=None):
-    """Weighted sum of task losses; Kendall, Gal & Cipolla (2018) when learned_weights."""
-    multitask_heads(cfg)
+def _multitask(
+    outputs,
+    targets,
+    tasks: tuple[str, ...] = ("cross_entropy", "mse"),
+    weights: tuple[float, ...] = (1.0, 1.0),
+    learned_weights: bool = False,
+    *,
+    extra,
+):
+    """Weighted sum of task losses (each at its default hyper-parameters); Kendall, Gal &
+    Cipolla (2018) when learned_weights."""
+    _heads(tasks, weights)
     total = 0.0
-    for i, (name, w) in enumerate(zip(cfg.tasks, cfg.weights, strict=True)):
+    for i, (name, w) in enumerate(zip(tasks, weights, strict=True)):
         task = LOSSES[name]
         takes = task.properties.takes
-        value = task.fn(outputs[takes], targets[takes], cfg)
-        if cfg.learned_weights:
+        value = task.fn(outputs[takes], targets[takes])
+        if learned_weights:
             if not extra or "log_var" not in extra:
                 raise ValueError("multitask with learned_weights needs extra={'log_var': ...}")
             s = extra["log_var"][i]
@@ -106,9 +119,11 @@ def multitask_properties(cfg) -> LossProperties:
 
 MULTITASK = register(
     Loss(
+        "loss",
         "multitask",
         _multitask,
-        LossProperties(
+        {"task": "multitask"},
+        properties=LossProperties(
             purpose="multitask",
             takes="heads",
             convex=True,
@@ -122,7 +137,6 @@ MULTITASK = register(
             notes="declared for the default tasks cross_entropy + mse with fixed weights; "
             "properties_for(cfg) derives them for other tasks and learned weights",
         ),
-        hyper=("tasks", "weights", "learned_weights"),
         extra_params=multitask_extra_params,
         derive=lambda cfg: multitask_properties(cfg),
     )

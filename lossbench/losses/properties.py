@@ -25,9 +25,12 @@ TASK_ORDER = ("regression", "classification", "embedding", "sequence", "multitas
 
 
 def properties_table() -> pd.DataFrame:
-    """One row per registered loss (grouped by task), columns `COLUMNS`."""
+    """One row per registered loss (grouped by task), columns `COLUMNS`; `none` (no loss:
+    the model's output is the objective) is left out."""
     rows = []
     for loss in LOSSES.values():
+        if loss.task == "surface":
+            continue
         p = loss.properties
         row = {"name": loss.name, "task": loss.task, "takes": p.takes}
         row["trainable"] = loss.trainable

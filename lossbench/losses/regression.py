@@ -13,36 +13,36 @@ import optax
 from lossbench.losses.base import declare
 
 
-def _mse(pred, target, cfg):
+def _mse(pred, target):
     return optax.losses.squared_error(pred, target).sum(axis=-1)
 
 
-def _mae(pred, target, cfg):
+def _mae(pred, target):
     """Absolute error |r|, the least-absolute-deviations (median) loss (Laplace / Edgeworth)."""
     return jnp.abs(pred - target).sum(axis=-1)
 
 
-def _huber(pred, target, cfg):
+def _huber(pred, target, delta: float = 1.0):
     """Huber (1964): r^2 / 2 for |r| <= delta, delta (|r| - delta / 2) beyond."""
-    return optax.losses.huber_loss(pred, target, delta=cfg.delta).sum(axis=-1)
+    return optax.losses.huber_loss(pred, target, delta=delta).sum(axis=-1)
 
 
-def _log_cosh(pred, target, cfg):
-    """c^2 log cosh(r / c), c = cfg.scale: r^2 / 2 near 0, c |r| - c^2 log 2 far away."""
-    c = cfg.scale
+def _log_cosh(pred, target, scale: float = 1.0):
+    """c^2 log cosh(r / c), c = scale: r^2 / 2 near 0, c |r| - c^2 log 2 far away."""
+    c = scale
     return c**2 * optax.losses.log_cosh(pred / c, target / c).sum(axis=-1)
 
 
-def _quantile(pred, target, cfg):
+def _quantile(pred, target, quantile: float = 0.5):
     """Pinball loss of Koenker & Bassett (1978): max(tau u, (tau - 1) u), u = target - pred."""
     u = target - pred
-    tau = cfg.quantile
+    tau = quantile
     return jnp.maximum(tau * u, (tau - 1.0) * u).sum(axis=-1)
 
 
-def _welsch(pred, target, cfg):
-    """Welsch loss (Dennis & Welsch, 1978): c^2 / 2 (1 - exp(-(r / c)^2)), c = cfg.scale."""
-    c = cfg.scale
+def _welsch(pred, target, scale: float = 1.0):
+    """Welsch loss (Dennis & Welsch, 1978): c^2 / 2 (1 - exp(-(r / c)^2)), c = scale."""
+    c = scale
     r = (pred - target) / c
     return (0.5 * c**2 * -jnp.expm1(-(r**2))).sum(axis=-1)
 
@@ -81,7 +81,6 @@ MAE = _regression(
 HUBER = _regression(
     "huber",
     _huber,
-    hyper=("delta",),
     convex=True,
     differentiable=True,
     twice_differentiable=False,
@@ -97,7 +96,6 @@ HUBER = _regression(
 LOG_COSH = _regression(
     "log_cosh",
     _log_cosh,
-    hyper=("scale",),
     convex=True,
     differentiable=True,
     twice_differentiable=True,
@@ -113,7 +111,6 @@ LOG_COSH = _regression(
 QUANTILE = _regression(
     "quantile",
     _quantile,
-    hyper=("quantile",),
     convex=True,
     differentiable=False,
     twice_differentiable=False,
@@ -129,7 +126,6 @@ QUANTILE = _regression(
 WELSCH = _regression(
     "welsch",
     _welsch,
-    hyper=("scale",),
     convex=False,
     differentiable=True,
     twice_differentiable=True,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
-from lossbench.losses.base import Loss, LossProperties, register
+from lossbench.losses.base import declare
 
 BLANK = 0  # class 0 of the frame logits is the CTC blank; labels are 1..K
 
 
-def _ctc(logits, targets, cfg):
+def _ctc(logits, targets):
     """CTC (Graves et al., 2006): -log of the total probability of the alignments.
 
     targets: {"labels": (B, L) int in 1..K, "label_paddings": (B, L),
@@ -28,24 +28,20 @@ def _ctc(logits, targets, cfg):
     )
 
 
-CTC = register(
-    Loss(
-        "ctc",
-        _ctc,
-        LossProperties(
-            purpose="sequence",
-            takes="sequence",
-            convex=False,
-            differentiable=True,
-            twice_differentiable=True,
-            bounded=False,
-            min_zero=False,
-            robust=True,
-            source="optax.losses.ctc_loss",
-            reference="Graves, Fernandez, Gomez & Schmidhuber (2006)",
-            notes="blank is class 0; a sum over alignments makes it non-convex in the logits "
-            "(log-sum-exp of convex terms subtracted); infimum 0 not attained; a label "
-            "sequence that cannot fit the frames costs about 1e5",
-        ),
-    )
+CTC = declare(
+    "ctc",
+    _ctc,
+    purpose="sequence",
+    takes="sequence",
+    convex=False,
+    differentiable=True,
+    twice_differentiable=True,
+    bounded=False,
+    min_zero=False,
+    robust=True,
+    source="optax.losses.ctc_loss",
+    reference="Graves, Fernandez, Gomez & Schmidhuber (2006)",
+    notes="blank is class 0; a sum over alignments makes it non-convex in the logits "
+    "(log-sum-exp of convex terms subtracted); infimum 0 not attained; a label "
+    "sequence that cannot fit the frames costs about 1e5",
 )

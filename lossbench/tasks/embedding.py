@@ -21,8 +21,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from lossbench import losses
+from lossbench.data.tasks import FORMS
 from lossbench.errors import ConfigError
-from lossbench.tasks.datasets import FORMS
+from lossbench.tasks.base import OBJECTIVES, Objective
 
 MEMBERS = {
     "pairs": {"left": "x1", "right": "x2"},
@@ -109,3 +110,9 @@ def embedding_objective(model, loss, loss_cfg, data):
         return {"accuracy": accuracy(outputs, targets(batch))}
 
     return predict, loss_on_outputs, output_metrics
+
+
+@OBJECTIVES.register("embedding", loss="triplet")
+def _embedding(data, loss, loss_cfg) -> Objective:
+    losses.check_fits(loss.name, "embedding")
+    return Objective(None, lambda model: embedding_objective(model, loss, loss_cfg, data))

@@ -2,7 +2,7 @@
 
 The heads follow `loss.tasks` (`lossbench.losses.multitask_heads`): a "logits" head is trained
 on the class `y`, a "score" head on the parity `odd`, a "values" head on `ink`
-(`lossbench.tasks.datasets.digits_multitask`).
+(`lossbench.data.tasks.digits_multitask`).
 
 With `loss.learned_weights` the task weights are learned as in Kendall, Gal & Cipolla (2018):
 the loss's extra parameters (`{"log_var": zeros(n_tasks)}`) are trained with the network's, in
@@ -27,7 +27,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lossbench import losses
-from lossbench.models import Model
+from lossbench.models.base import Model
+from lossbench.tasks.base import OBJECTIVES, Objective
 
 TARGET_KEYS = {"logits": "y", "score": "odd", "values": "ink"}
 
@@ -53,7 +54,7 @@ def with_loss_params(model: Model, extra) -> Model:
     """`model` with the loss's extra parameters added to its params pytree."""
     shapes = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), extra)
     return ModelWithLossParams(
-        model.name, model.graphdef, {"model": model.shapes, "loss": shapes}, model.kind
+        model.name, model.graphdef, {"model": model.shapes, "loss": shapes}, model.step_metrics
     )
 
 
@@ -88,7 +89,7 @@ def multitask_objective(model, loss, loss_cfg, data, learned: bool):
         metrics = {}
         for i, (takes, name) in enumerate(heads.items()):
             task = losses.LOSSES[name]
-            metrics[f"loss_{name}"] = jnp.mean(task.fn(out[takes], target[takes], loss_cfg))
+            metrics[f"loss_{name}"] = jnp.mean(task.fn(out[takes], target[takes]))
             if learned:
                 metrics[f"log_var_{name}"] = outputs["loss"]["log_var"][i]
         if "logits" in heads:
@@ -98,3 +99,11 @@ def multitask_objective(model, loss, loss_cfg, data, learned: bool):
         return metrics
 
     return predict, loss_on_outputs, output_metrics
+
+
+@OBJECTIVES.register("multitask", loss="multitask")
+def _multitask(data, loss, loss_cfg) -> Objective:
+    losses.check_fits(loss.name, "multitask")
+    learned = bool(loss.init_extra(loss_cfg))
+    make = lambda model: multitask_objective(model, loss, loss_cfg, data, learned)  # noqa: E731
+    return Objective(head_dims(loss_cfg, data), make)

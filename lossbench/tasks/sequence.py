@@ -11,7 +11,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lossbench import losses
 from lossbench.losses.sequence import BLANK
+from lossbench.tasks.base import OBJECTIVES, Objective
 
 
 def greedy_decode(logits):
@@ -70,3 +72,10 @@ def sequence_objective(model, loss, loss_cfg, data):
         }
 
     return predict, loss_on_outputs, output_metrics
+
+
+@OBJECTIVES.register("sequence", loss="ctc")
+def _sequence(data, loss, loss_cfg) -> Objective:
+    losses.check_fits(loss.name, "sequence")
+    make = lambda model: sequence_objective(model, loss, loss_cfg, data)  # noqa: E731
+    return Objective(data.info["vocab"] + 1, make)
