@@ -9,23 +9,24 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,slurm]"
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/lossbench $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/ruff check lossbench tests benchmarks experiments
+	$(BIN)/ruff check lossbench hydra_plugins tests benchmarks experiments
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check lossbench tests benchmarks experiments
-	$(BIN)/ruff format --check lossbench tests benchmarks experiments
+	$(BIN)/ruff check lossbench hydra_plugins tests benchmarks experiments
+	$(BIN)/ruff format --check lossbench hydra_plugins tests benchmarks experiments
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/loop_overhead.py
 	$(BIN)/python benchmarks/probe_cost.py
+	$(BIN)/python benchmarks/sweep.py
 
 # Jupyter on notebooks/ with the project's kernel (installs the `notebook` extra first);
 # JUPYTER_ARGS="--port 8890 --no-browser" passes options to JupyterLab

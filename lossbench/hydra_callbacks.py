@@ -19,7 +19,7 @@ from lossbench.rundir import Claim, claim_run_dir
 
 EXIT_BAD_CONFIG = 2
 CLAIMS: dict[Path, Claim] = {}  # run directory -> what claiming it did (run mode, this process)
-SWEEPS: list[Path] = []  # sweep directories that ended in this process
+SWEEPS: list[tuple[Path, bool]] = []  # (sweep dir, a job failed) of sweeps ended here
 
 
 def fail(message: str, code: int = EXIT_BAD_CONFIG) -> None:
@@ -62,7 +62,7 @@ class ClaimRunDir(Callback):
         from lossbench.analysis import format_sweep_table, sweep_table
 
         sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))).absolute()
-        SWEEPS.append(sweep_dir)
         table = sweep_table(sweep_dir)
+        SWEEPS.append((sweep_dir, bool((table["status"] == "failed").any())))
         print(format_sweep_table(table), file=sys.stderr)
         print(f"sweep dir: {sweep_dir}", file=sys.stderr)
