@@ -66,20 +66,20 @@ class Divergence:
         self.last_below = np.array(state["last_below"], dtype=np.int64)
 
 
-def metric_rows(out, start, log_every, seed_ids, divergence) -> pd.DataFrame:
-    """Rows of one chunk: every log step, plus the step a seed diverged at (loss only)."""
+def metric_rows(out, logged, start, seed_ids, divergence) -> pd.DataFrame:
+    """Rows of one chunk: every logged step (`logged`, the absolute steps of the chunk's log
+    records), plus the step a seed diverged at (its loss only) when that was not logged."""
     logs = {k: np.asarray(v) for k, v in out["log"].items()}
     evals = {k: np.asarray(v) for k, v in out["eval"].items()}
     losses = np.asarray(out["loss"])
     rows = []
     for s, seed in enumerate(seed_ids):
-        for i in range(logs["loss"].shape[1]):
-            step = start + i * log_every
+        for i, step in enumerate(logged):
             if divergence.alive(s, step):
                 row = {"step": step, "seed": seed, **{k: v[s, i] for k, v in logs.items()}}
                 rows.append({**row, **{k: v[s, i] for k, v in evals.items()}})
         at = divergence.step[s] - start
-        if 0 <= at < losses.shape[1] and at % log_every:
+        if 0 <= at < losses.shape[1] and start + at not in logged:
             rows.append({"step": start + at, "seed": seed, "loss": losses[s, at]})
     return pd.DataFrame(rows)
 

@@ -11,6 +11,8 @@ Never delete or overwrite what lossbench did not create (DESIGN, "Files a run le
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,3 +117,46 @@ def release(claim: Claim) -> None:
         for path in claim.moved_to.iterdir():
             path.rename(run_dir / path.name)
         claim.moved_to.rmdir()
+
+
+def config_record(cfg) -> dict:
+    """The config as plain JSON-able data (stored in summary.json; resume compares it)."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: config_record(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, dict):
+        return {str(k): config_record(v) for k, v in cfg.items()}
+    if isinstance(cfg, list | tuple):
+        return [config_record(v) for v in cfg]
+    return cfg
+
+
+# Keys a resumed run may change: they do not change a single number in the files.
+RESUME_FREE_KEYS = (
+    "trainer.progress",
+    "trainer.resume",
+    "trainer.overwrite",
+    "trainer.checkpoint_every",
+    "trainer.keep_checkpoints",
+    "trainer.save_params",
+)
+
+
+def _flat(record: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_same_config(stored: dict, current: dict) -> None:
+    """A resumed run must be the same run: refuse, naming the keys, when its config differs."""
+    old, new = _flat(stored), _flat(json.loads(json.dumps(current)))
+    differ = sorted(
+        k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUME_FREE_KEYS
+    )
+    if differ:
+        shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in differ[:6])
+        raise ConfigError("trainer.resume", True, f"the stored run's config; these differ: {shown}")

@@ -6,6 +6,10 @@ frozen twins) so notebooks and tests can call it directly.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,10 +21,14 @@ import pandas as pd
 
 from lossbench.diagnosis import diagnose_run
 from lossbench.errors import ConfigError
-from lossbench.problem import Problem, build_problem
-from lossbench.results import RunWriter, versions
+from lossbench.probing import fit_probe, make_probe_fn, probe_batch
+from lossbench.problem import build_problem
+from lossbench.records import Divergence, metric_rows, probe_rows
+from lossbench.results import SUMMARY_FILE, Checkpoints, RunWriter, versions
+from lossbench.rundir import check_same_config, claim_run_dir, config_record
 from lossbench.schema import freeze
-from lossbench.train import make_train, seed_keys
+from lossbench.stopping import StopOnSignals
+from lossbench.train import TrainState, make_train, seed_keys
 
 
 def chunk_length(cfg) -> int:
@@ -35,109 +43,29 @@ def chunk_length(cfg) -> int:
     return length
 
 
-def make_probe_fn(cfg, problem: Problem):
-    """The in-loop probe for `cfg.probe`, or None when probes are off."""
-    if cfg.probe.every == 0:
-        return None
-    from lossbench.curvature import make_probe
-
-    _check_probe(cfg.probe, problem)
-    # check_probe_config raises ConfigError itself
-    return make_probe(cfg.probe, problem.loss, problem.predict, problem.loss_on_outputs)
-
-
-def _check_probe(p, problem: Problem):
-    """Checks that need the problem; `curvature.check_probe_config` does the rest."""
-    n = problem.param_count
-    if not 1 <= p.lanczos_steps <= n:
-        raise ConfigError("probe.lanczos_steps", p.lanczos_steps, f"in [1, {n}] (the parameters)")
-    for key in ("top_k", "bottom_k"):
-        k = getattr(p, key)
-        if not 0 <= k <= p.lanczos_steps:
-            raise ConfigError(f"probe.{key}", k, f"in [0, probe.lanczos_steps={p.lanczos_steps}]")
-    if p.top_k < 1:
-        raise ConfigError("probe.top_k", p.top_k, "at least 1")
-    if p.curvature == "ggn" and problem.loss_name == "none":
-        raise ConfigError("probe.curvature", "ggn", "'hessian' on models that are their own loss")
-    if p.batch_size is not None and not 0 < p.batch_size <= problem.data.n_train:
-        raise ConfigError(
-            "probe.batch_size", p.batch_size, f"null or in [1, {problem.data.n_train}]"
-        )
+def chunk_layout(n: int, log_every: int, last: bool) -> tuple[int, tuple[int, ...]]:
+    """How a chunk of `n` steps splits into logged segments (`lossbench.train`'s layout):
+    whole `log_every` intervals, the remainder, and, in the run's last chunk, its last step
+    alone, so that the final step is always in metrics.parquet."""
+    intervals, tail = divmod(n, log_every)
+    tails = (tail,) if tail else ()
+    if last and (tails[-1] if tails else log_every) > 1:
+        if tails:
+            tails = (tails[-1] - 1, 1)
+        else:
+            intervals, tails = intervals - 1, (log_every - 1, 1)
+    return intervals, tails
 
 
-def probe_batch(cfg, problem: Problem) -> dict:
-    """The whole training set, or a fixed subset drawn once from the run's seed."""
-    train = problem.data.train
-    size = cfg.probe.batch_size
-    if size is None or not train:
-        return train
-    rng = np.random.default_rng(cfg.trainer.seed)
-    idx = rng.choice(problem.data.n_train, size, replace=False)
-    return {k: v[idx] for k, v in train.items()}
-
-
-class _Divergence:
-    """Tracks, per seed, the first step whose loss is non-finite or blew up."""
-
-    def __init__(self, seeds: int, blowup: float):
-        self.blowup = blowup
-        self.scale = np.full(seeds, np.nan)
-        self.step = np.full(seeds, -1, dtype=np.int64)
-
-    def update(self, losses: np.ndarray, start: int) -> None:
-        """`losses` is (seeds, steps) for steps start, start + 1, ..."""
-        for s, row in enumerate(losses):
-            if np.isnan(self.scale[s]) and np.isfinite(row[0]):
-                self.scale[s] = max(1.0, abs(row[0]))
-            if self.step[s] >= 0:
-                continue
-            bad = ~np.isfinite(row) | (np.abs(row) > self.blowup * self.scale[s])
-            if bad.any():
-                self.step[s] = start + int(np.argmax(bad))
-
-    @property
-    def all(self) -> bool:
-        return bool(np.all(self.step >= 0))
-
-    def alive(self, seed_index: int, step: int) -> bool:
-        return self.step[seed_index] < 0 or step <= self.step[seed_index]
-
-
-def _metric_rows(out, start, log_every, seed_ids, divergence) -> pd.DataFrame:
-    """Rows of one chunk: every log step, plus the step a seed diverged at (loss only)."""
-    logs = {k: np.asarray(v) for k, v in out["log"].items()}
-    evals = {k: np.asarray(v) for k, v in out["eval"].items()}
-    losses = np.asarray(out["loss"])
-    rows = []
-    for s, seed in enumerate(seed_ids):
-        for i in range(logs["loss"].shape[1]):
-            step = start + i * log_every
-            if divergence.alive(s, step):
-                row = {"step": step, "seed": seed, **{k: v[s, i] for k, v in logs.items()}}
-                rows.append({**row, **{k: v[s, i] for k, v in evals.items()}})
-        at = divergence.step[s] - start
-        if 0 <= at < losses.shape[1] and at % log_every:
-            rows.append({"step": start + at, "seed": seed, "loss": losses[s, at]})
-    return pd.DataFrame(rows)
-
-
-def _probe_rows(record, step, seed_ids, divergence, writer, first_probe_after) -> pd.DataFrame:
-    record = {k: np.asarray(v) for k, v in record.items()}
-    rows = []
-    for s, seed in enumerate(seed_ids):
-        if divergence.step[s] >= 0 and first_probe_after[s]:
-            continue  # already recorded the probe that saw the divergence
-        if divergence.step[s] >= 0:
-            first_probe_after[s] = True
-        row = {"step": step, "seed": seed}
-        for k, v in record.items():
-            if k in ("density_nodes", "density_weights"):
-                continue
-            row[k] = v[s]
-        if "density_nodes" in record:
-            writer.add_spectra(step, seed, record["density_nodes"][s], record["density_weights"][s])
-        rows.append(row)
-    return pd.DataFrame(rows)
+def logged_steps(start: int, layout: tuple[int, tuple[int, ...]], log_every: int) -> list[int]:
+    """The steps a chunk starting at `start` logs, for its `layout`."""
+    intervals, tails = layout
+    steps = [start + i * log_every for i in range(intervals)]
+    at = start + intervals * log_every
+    for tail in tails:
+        steps.append(at)
+        at += tail
+    return steps
 
 
 @contextmanager
@@ -160,107 +88,224 @@ def _progress(enabled: bool, total: int) -> Iterator:
         yield lambda **kw: progress.update(task, **kw)
 
 
-def _record_config(cfg, run_dir: Path) -> None:
+def _record_config(record: dict, run_dir: Path) -> None:
     """Outside Hydra (notebooks, tests), write the config where Hydra would: .hydra/config.yaml."""
-    from omegaconf import OmegaConf
+    import yaml
 
     path = run_dir / ".hydra" / "config.yaml"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        path.write_text(yaml.safe_dump(record, sort_keys=False))
 
 
-def run(cfg, run_dir: str | Path) -> dict:
+def _check_run(cfg) -> None:
+    """The keys that concern the run's life rather than the problem, and the thresholds of
+    the diagnosis at its end (checked now, not after training)."""
+    from lossbench.pathology import check_detect
+
+    check_detect(cfg.detect)
+    t = cfg.trainer
+    if t.checkpoint_every < 0:
+        raise ConfigError("trainer.checkpoint_every", t.checkpoint_every, "0 (final only) or more")
+    if t.keep_checkpoints < 1:
+        raise ConfigError("trainer.keep_checkpoints", t.keep_checkpoints, "an integer >= 1")
+    if not t.diverged_ratio > 1:
+        raise ConfigError("trainer.diverged_ratio", t.diverged_ratio, "a number > 1")
+    if t.resume and t.overwrite:
+        raise ConfigError("trainer.overwrite", True, "false when trainer.resume=true")
+
+
+def _state_tree(state: TrainState) -> dict:
+    """The training state as a checkpointable tree (PRNG keys as their raw data)."""
+    tree = state._asdict()
+    tree["key"] = jax.random.key_data(state.key)
+    return tree
+
+
+def _from_tree(tree: dict) -> TrainState:
+    return TrainState(**{**tree, "key": jax.random.wrap_key_data(tree["key"])})
+
+
+def run(cfg, run_dir: str | Path, *, claimed: bool = False) -> dict:
     """Train as `cfg` says, writing DESIGN's files into `run_dir`. Returns the summary.
 
-    `cfg` is the typed config (`lossbench.schema.Config`, as `OmegaConf.to_object` gives it).
+    `cfg` is the typed config (as `lossbench.compose` gives it). The run directory must be new
+    or empty, unless `trainer.resume` (continue the run there from its last checkpoint) or
+    `trainer.overwrite` (move its files into `previous-<time>/`); `claimed=True` says the
+    caller (the command line) has claimed it already.
     """
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
-    schema_cfg, cfg = cfg, freeze(cfg)
+    record = config_record(cfg)
+    cfg = freeze(cfg)
+    t = cfg.trainer
+    _check_run(cfg)
     problem = build_problem(cfg)
+    cfg = dataclasses.replace(cfg, probe=fit_probe(cfg.probe, problem))
     length = chunk_length(cfg)
     probe_fn = make_probe_fn(cfg, problem)
     trainer = make_train(problem, cfg.trainer, probe_fn)
-    t = cfg.trainer
     seed_ids = list(range(t.seed, t.seed + t.seeds))
 
+    resuming = t.resume and (run_dir / SUMMARY_FILE).exists()
+    if resuming:
+        check_same_config(json.loads((run_dir / SUMMARY_FILE).read_text())["config"], record)
+    if not claimed:
+        claim_run_dir(run_dir, resume=t.resume, overwrite=t.overwrite, key="run_dir")
     writer = RunWriter(run_dir)
-    _record_config(schema_cfg, run_dir)
-    status, error = "completed", None
-    divergence = _Divergence(t.seeds, t.blowup)
-    first_probe_after = [False] * t.seeds
+    _record_config(record, run_dir)
+    checkpoints = Checkpoints(run_dir, keep=t.keep_checkpoints)
+    divergence = Divergence(t.seeds, t.blowup, t.diverged_ratio)
+    recorded_after = [False] * t.seeds
     train = jax.device_put(problem.data.train)
     test = jax.device_put(problem.data.test)
     probe_data = jax.device_put(probe_batch(cfg, problem))
-    done = 0
-    compile_and_first = None
-    t_train = time.perf_counter()
-    try:
-        state = trainer.init(seed_keys(t.seed, t.seeds))
-        if trainer.probe is not None:
-            state, record = trainer.probe(state, probe_data)
-            writer.probes.append(
-                _probe_rows(record, 0, seed_ids, divergence, writer, first_probe_after)
-            )
-        with _progress(t.progress, t.steps) as update:
-            while done < t.steps:
-                n = min(length, t.steps - done)
-                tic = time.perf_counter()
-                state, out = trainer.chunk(state, train, test, probe_data, n)
-                losses = np.asarray(out["loss"])
-                divergence.update(losses, done)
-                writer.metrics.append(_metric_rows(out, done, t.log_every, seed_ids, divergence))
-                done += n
-                if "probe" in out:
-                    writer.probes.append(
-                        _probe_rows(
-                            out["probe"], done, seed_ids, divergence, writer, first_probe_after
-                        )
-                    )
-                elapsed = time.perf_counter() - tic
-                compile_and_first = compile_and_first or elapsed
-                update(
-                    completed=done,
-                    loss=f"{np.nanmean(losses[:, -1]):.4g}",
-                    rate=f"{n / elapsed:,.0f}",
-                )
-                if divergence.all:
-                    status = "diverged"
-                    break
-    except KeyboardInterrupt:
-        status = "interrupted"
-    except Exception as exc:  # recorded, then re-raised after the files are closed
-        status, error = "failed", exc
-    train_time = time.perf_counter() - t_train
-
     summary = {
-        "status": status,
-        "steps_completed": done,
+        "status": "running",
+        "steps_completed": 0,
         "steps": t.steps,
         "seeds": seed_ids,
         "n_params": problem.param_count,
-        "diverged_seeds": [seed for s, seed in enumerate(seed_ids) if divergence.step[s] >= 0],
-        "diverged_at": [int(v) for v in divergence.step if v >= 0],
-        "train_time_s": train_time,
-        "first_chunk_s": compile_and_first,
-        "steps_per_s": done / train_time if train_time > 0 else None,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
         "versions": versions(),
+        "config": record,
     }
-    if error is None and status != "interrupted":
+    done, first_chunk_s, stop = 0, None, None
+    t_train = time.perf_counter()
+
+    def heartbeat(**changes) -> None:
+        summary.update(changes, heartbeat=time.time())
+        writer.write_summary(summary)
+
+    def checkpoint(state, step) -> None:
+        host = {
+            "steps_completed": step,
+            "divergence": divergence.state(),
+            "recorded_after": recorded_after,
+        }
+        checkpoints.save(step, _state_tree(state), host)
+
+    try:
+        state = trainer.init(seed_keys(t.seed, t.seeds))
+        if resuming:
+            step = checkpoints.latest_step()
+            if step is None:
+                raise ConfigError(
+                    "trainer.resume", True, f"a run with a checkpoint ({run_dir} has none)"
+                )
+            tree, host = checkpoints.restore(step, like=_state_tree(state))
+            state, done = _from_tree(tree), int(host["steps_completed"])
+            divergence.restore(host["divergence"])
+            recorded_after = list(host["recorded_after"])
+            writer.restore(done)
+            summary["resumed_from"] = done
+        elif trainer.probe is not None:
+            state, probe = trainer.probe(state, probe_data)
+            writer.probes.append(probe_rows(probe, 0, seed_ids, divergence, writer, recorded_after))
+            writer.flush()
+        heartbeat(steps_completed=done)
+
+        def dispatch(state, start):
+            n = min(length, t.steps - start)
+            layout = chunk_layout(n, t.log_every, last=start + n == t.steps)
+            return trainer.chunk(state, train, test, probe_data, layout), start, n, layout
+
+        with StopOnSignals() as stop, _progress(t.progress, t.steps) as update:
+            pending = dispatch(state, done) if done < t.steps else None
+            tic = time.perf_counter()
+            while pending is not None:
+                (state, out), start, n, layout = pending
+                done = start + n
+                due = t.checkpoint_every and (done // length) % t.checkpoint_every == 0
+                # the next chunk computes while this one's files are written
+                pending = None
+                if done < t.steps and not due and stop.requested is None:
+                    pending = dispatch(state, done)
+                losses = np.asarray(out["loss"])
+                divergence.update(losses, start)
+                logged = logged_steps(start, layout, t.log_every)
+                writer.metrics.append(metric_rows(out, logged, start, seed_ids, divergence))
+                if "probe" in out:
+                    writer.probes.append(
+                        probe_rows(out["probe"], done, seed_ids, divergence, writer, recorded_after)
+                    )
+                writer.flush()
+                elapsed, tic = time.perf_counter() - tic, time.perf_counter()
+                first_chunk_s = first_chunk_s or elapsed
+                heartbeat(steps_completed=done)
+                last = losses[:, -1][np.isfinite(losses[:, -1])]
+                update(
+                    completed=done,
+                    loss=f"{last.mean():.4g}" if last.size else "nan",
+                    rate=f"{n / elapsed:,.0f}",
+                )
+                if divergence.all:
+                    summary["status"] = "diverged"
+                    break
+                if stop.requested is not None:
+                    summary.update(status="interrupted", signal=stop.requested.name)
+                    checkpoint(state, done)
+                    break
+                if due and done < t.steps:
+                    checkpoint(state, done)
+                if pending is None and done < t.steps:
+                    pending = dispatch(state, done)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep what the files hold
+        summary.update(status="interrupted", signal="SIGINT")
+    except Exception as exc:
+        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        writer.flush()
+        summary.update(_timing(done, t_train, first_chunk_s, t_start))
+        heartbeat()
+        checkpoints.close()
+        raise
+    summary.update(_timing(done, t_train, first_chunk_s, t_start))
+    if summary["status"] == "running":
+        divergence.settle(done)
+        summary["status"] = "diverged" if divergence.all else "completed"
+    summary["diverged_seeds"] = [seed for s, seed in enumerate(seed_ids) if divergence.step[s] >= 0]
+    summary["diverged_at"] = [int(v) for v in divergence.step if v >= 0]
+    if summary["status"] in ("completed", "diverged"):
         summary.update(_final_figures(trainer, state, train, test, seed_ids, divergence))
         if t.save_params:
-            writer.save_params(jax.device_get(state.params))
-    writer.close()
-    if error is None:
-        summary = diagnose_run(run_dir, cfg.detect, summary, print_table=t.progress)
+            checkpoint(state, done)
+    checkpoints.close()
+    summary["warnings"] = _probe_warnings(writer)
+    summary = diagnose_run(run_dir, cfg.detect, summary, print_table=t.progress)
     summary["wall_time_s"] = time.perf_counter() - t_start
-    if error is not None:
-        summary["error"] = f"{type(error).__name__}: {error}"
-    writer.write_summary(summary)
-    if error is not None:
-        raise error
+    heartbeat()
     return summary
+
+
+def _timing(done, t_train, first_chunk_s, t_start) -> dict:
+    train_time = time.perf_counter() - t_train
+    return {
+        "steps_completed": done,
+        "train_time_s": train_time,
+        "first_chunk_s": first_chunk_s,
+        "steps_per_s": done / train_time if train_time > 0 else None,
+        "wall_time_s": time.perf_counter() - t_start,
+    }
+
+
+def _probe_warnings(writer: RunWriter) -> list[str]:
+    """Probes whose top Ritz pair has not converged (residual > 1% of |lambda_max|)."""
+    path = writer.probes.path
+    if not path.exists():
+        return []
+    probes = pd.read_parquet(path, columns=None)
+    if "res_top_1" not in probes or "lambda_max" not in probes:
+        return []
+    ratio = probes["res_top_1"].abs() / probes["lambda_max"].abs().clip(lower=1e-30)
+    worst = ratio.idxmax() if ratio.notna().any() else None
+    if worst is None or ratio[worst] <= 1e-2:
+        return []
+    return [
+        f"probe: the top Ritz pair has residual {probes['res_top_1'][worst]:.3g} "
+        f"({ratio[worst]:.0%} of |lambda_max|) at step {int(probes['step'][worst])}: "
+        "raise probe.lanczos_steps"
+    ]
 
 
 def _final_figures(trainer, state, train, test, seed_ids, divergence) -> dict:

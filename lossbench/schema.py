@@ -43,7 +43,12 @@ class TrainerConfig:
     eval: bool = True  # held-out evaluation at log steps
     progress: bool = True
     blowup: float = 1e6  # diverged when |loss| > blowup * max(1, |initial loss|)
-    save_params: bool = True  # final parameters to checkpoint/ (orbax)
+    save_params: bool = True  # final training state to checkpoint/ (orbax)
+    diverged_ratio: float = 3.0  # also diverged: the loss ends above this multiple of its start
+    checkpoint_every: int = 10  # chunks between checkpoints (0: only the final one)
+    keep_checkpoints: int = 2  # the latest checkpoints kept (resume reads the last)
+    resume: bool = False  # continue the run in hydra.run.dir from its last checkpoint
+    overwrite: bool = False  # move the files already in the run directory to previous-<time>/
 
 
 @dataclass
@@ -63,31 +68,7 @@ class ProbeConfig:
     warm_start: bool = True
 
 
-@dataclass
-class DetectConfig:
-    """Thresholds of the regime diagnosis (`lossbench.pathology`, whose docstring has the rules).
-
-    Scales are the run's own (per seed, before any divergence): g* = max ||g|| over the probes,
-    c* = max |lambda| over the probes, R = max - min of the probed loss.
-    """
-
-    name: str = "default"
-    grad_tol: float = 1e-3  # small gradient: ||g|| <= grad_tol * g* ...
-    grad_abs: float = 1e-6  # ... or ||g|| <= grad_abs (a run that sits at a critical point)
-    neg_tol: float = 1e-3  # certain negative curvature: lambda_min < -max(neg_tol * c*, curv_abs)
-    flat_tol: float = 1e-3  # curvature near zero: every |lambda| <= max(flat_tol * c*, curv_abs)
-    curv_abs: float = 1e-6  # absolute floor of both curvature tolerances
-    plateau_window: int = 3  # probes per window of the stall test
-    # stall: (max - min loss over the window) / steps <= plateau_drop * the run's fastest
-    # net loss drop per step over any window
-    plateau_drop: float = 0.01
-    plateau_gap: float = 0.1  # far above: loss - (lowest loss from here on) > plateau_gap * R
-    eos_margin: float = 0.1  # edge of stability: lambda_max >= (1 - eos_margin) * eos_threshold
-    oscillation_window: int = 3  # probes per window of the oscillation test
-    # oscillation: loss drop per step / (max ||g||^2 over the window [* lr, when known]) <=
-    # oscillation_efficiency * the best such ratio of the run (a failed Armijo test)
-    oscillation_efficiency: float = 0.05
-    blowup: float = 1e6  # divergence: loss > blowup * max(1, |initial loss|), or non-finite
+from lossbench.pathology.config import DetectConfig  # noqa: E402  (Hydra-free, re-export)
 
 
 @dataclass

@@ -32,7 +32,7 @@ class Trainer:
     """Compiled, seed-vmapped entry points. Arrays live on device between calls."""
 
     init: Callable  # (seed_keys) -> TrainState with a leading seed axis
-    chunk: Callable  # (state, train, test, probe_batch, n_steps) -> (state, records)
+    chunk: Callable  # (state, train, test, probe_batch, layout) -> (state, records)
     probe: Callable | None  # (state, probe_batch) -> probe records
     evaluate: Callable  # (params, batch) -> dict of (seeds,) arrays
 
@@ -93,7 +93,7 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
             "grad_norm": optax.global_norm(grads),
             "update_norm": optax.global_norm(updates),
             "param_norm": optax.global_norm(state.params),
-            "lr": problem.optimizer.schedule(state.step),
+            "lr": jnp.asarray(problem.optimizer.schedule(state.step), jnp.float32),
             **problem.output_metrics(outputs, batch),
         }
         record.update(problem.step_metrics(state.params))  # the model's own (x_0, x_1, ...)
@@ -126,20 +126,26 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
         }
         return state._replace(key=key, probe_vector=vector), record
 
-    def chunk(state, train, test, probe_batch, n_steps: int):
-        """`n_steps` steps (a log step every `log_every`), then a probe if probes are on.
+    def chunk(state, train, test, probe_batch, layout: tuple[int, tuple[int, ...]]):
+        """Steps in segments that each log their first step, then a probe if probes are on.
 
-        Returns records with a leading axis per log step (`log`: the step's norms and
-        metrics, `eval`: held-out figures) and `loss`, the loss of every step.
+        `layout = (n, tails)`: `n` segments of `log_every` steps, then segments of the
+        lengths in `tails` (a chunk's remainder; the run's last step as a segment of its own,
+        so it is always logged); a plain number of steps is split the regular way. Returns
+        records with a leading axis per log step (`log`: the step's norms and metrics,
+        `eval`: held-out figures) and `loss`, every step's loss.
         """
-        n_intervals, tail = divmod(n_steps, log_every)
+        if isinstance(layout, int):  # n steps, from a log step
+            n_intervals, tail = divmod(layout, log_every)
+            layout = (n_intervals, (tail,) if tail else ())
+        n_intervals, tails = layout
         state, (evaluations, logs, losses) = jax.lax.scan(
             lambda s, _: logged_steps(s, train, test, log_every), state, None, length=n_intervals
         )
         losses = losses.reshape(-1)
-        if tail:
+        glue = lambda a, b: jnp.concatenate([a, b[None]])  # noqa: E731
+        for tail in tails:
             state, (last_eval, last_log, tail_losses) = logged_steps(state, train, test, tail)
-            glue = lambda a, b: jnp.concatenate([a, b[None]])  # noqa: E731
             evaluations = jax.tree_util.tree_map(glue, evaluations, last_eval)
             logs = jax.tree_util.tree_map(glue, logs, last_log)
             losses = jnp.concatenate([losses, tail_losses])
@@ -150,7 +156,8 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
 
     seeds = trainer_cfg.seeds
     batched_chunk = over_seeds(chunk, seeds, in_axes=(0, None, None, None, None))
-    compiled_chunk = jax.jit(batched_chunk, static_argnums=4, donate_argnums=0)
+    # no donation: the host keeps a chunk's state (to checkpoint) while the next one runs
+    compiled_chunk = jax.jit(batched_chunk, static_argnums=4)
     compiled_probe = None
     if probe_fn is not None:
         compiled_probe = jax.jit(over_seeds(run_probe, seeds, in_axes=(0, None)))

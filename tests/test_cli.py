@@ -48,7 +48,7 @@ def test_bad_values_give_one_line_and_leave_no_run_dir(tmp_path, override, expec
 )
 def test_unknown_options_and_wrong_types_fail_at_compose(tmp_path, override, expected):
     result = cli(override, *FAST, cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a bad config, as a bad value (README: exit codes)
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "outputs").exists()
@@ -136,3 +136,17 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     assert result.returncode == 0, result.stderr
     frame = load_sweep(sweep)
     assert sorted(frame["optimizer.lr"].unique()) == [0.001, 0.01]
+
+
+def test_help_lists_the_subcommands_then_hydras_groups():
+    from lossbench.cli import SUBCOMMANDS
+
+    result = cli("--help")
+    assert result.returncode == 0
+    for name in SUBCOMMANDS:
+        assert f"lossbench {name} " in result.stdout
+    assert "== Configuration groups ==" in result.stdout and "optimizer: " in result.stdout
+    for name in SUBCOMMANDS:
+        sub = cli(name, "--help")
+        assert sub.returncode == 0 and sub.stdout.startswith(f"usage: lossbench {name}")
+

@@ -182,6 +182,8 @@ def test_kill_9_leaves_readable_files_and_resume_gives_identical_files(tmp_path)
         table = pq.read_table(killed / name)  # readable, however the kill fell
         assert table.num_rows > 0
     assert load_summary(killed)["status"] == "crashed"
+    plotted = cli("plot", str(killed), cwd=tmp_path)
+    assert plotted.returncode == 0, plotted.stderr  # the figures of a crashed run draw
     sweep = load_sweep(tmp_path)
     assert set(sweep.groupby("run").status.first()) == {"completed", "crashed"}
     resumed = cli("resume", str(killed), cwd=tmp_path)
@@ -210,7 +212,7 @@ def test_a_signal_stops_at_a_chunk_boundary_with_a_checkpoint_and_resumes(tmp_pa
         summary = load_summary(run)
         assert summary["status"] == "completed" and summary["resumed_from"] == stopped
         steps = pq.read_table(run / "metrics.parquet").column("step").to_numpy()
-        np.testing.assert_array_equal(steps, np.arange(0, 4000, 10))
+        np.testing.assert_array_equal(steps, [*range(0, 4000, 10), 3999])
 
 
 def test_resume_refuses_a_different_config_naming_the_keys(tmp_path):
@@ -258,7 +260,7 @@ def test_load_sweep_names_a_damaged_file_and_goes_on(tmp_path):
     (tmp_path / "sweep" / "1" / "metrics.parquet").write_bytes(b"not parquet")
     with pytest.warns(UserWarning, match="metrics.parquet"):
         frame = load_sweep(tmp_path / "sweep")
-    assert frame.groupby("run").size().to_dict() == {"0": 2, "1": 1}
+    assert frame.groupby("run").size().to_dict() == {"0": 3, "1": 1}  # steps 0, 10, 19
     assert "metrics.parquet" in frame[frame.run == "1"].warning.iloc[0]
 
 
@@ -432,7 +434,7 @@ def test_step_counts_off_the_grid_train_and_log(tmp_path, schedule, steps):
     expected = [
         s for start in range(0, steps, 30) for s in range(start, min(start + 30, steps), 10)
     ]
-    assert metrics.step.tolist() == expected
+    assert metrics.step.tolist() == [*expected, steps - 1]  # the final step is always logged
     assert metrics.lr.notna().all()
     assert load_run(run, "probes").step.tolist() == [0, *range(30, steps, 30), steps]
 
