@@ -17,8 +17,8 @@ def compose(*overrides: str, config_dir: str | Path | None = None):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
 
+    from lossbench.cli import typed_config  # refuses keys the schema lacks, as the CLI does
     from lossbench.schema import register_configs
 
     overrides = list(overrides)
@@ -28,7 +28,7 @@ def compose(*overrides: str, config_dir: str | Path | None = None):
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return OmegaConf.to_object(hydra_compose(config_name="config", overrides=overrides))
+            return typed_config(hydra_compose(config_name="config", overrides=overrides))
     finally:
         GlobalHydra.instance().clear()
 
