@@ -222,7 +222,7 @@ def test_submitit_local_sweep_requeues_a_signalled_job_and_resumes_it(tmp_path):
     chunk boundary with a checkpoint, is requeued and resumes; both complete, the sweep
     prints its table and `lossbench report` reads it."""
     sweep = tmp_path / "sweep"
-    steps = 20000
+    steps = 4000
     args = [
         "-m",
         "optimizer.lr=0.1,0.01",
@@ -241,7 +241,7 @@ def test_submitit_local_sweep_requeues_a_signalled_job_and_resumes_it(tmp_path):
         [str(exe), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as proc:
         summary_path = sweep / "0" / "summary.json"
-        deadline = time.time() + 500
+        deadline = time.time() + 1200
         while time.time() < deadline:
             summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
             if summary.get("steps_completed", 0) > 0:
@@ -251,7 +251,7 @@ def test_submitit_local_sweep_requeues_a_signalled_job_and_resumes_it(tmp_path):
         else:
             proc.kill()
             pytest.fail("job 0 did not finish a chunk")
-        out, err = proc.communicate(timeout=600)
+        out, err = proc.communicate(timeout=1800)  # minutes on a loaded 2-core machine
     assert proc.returncode == 0, err.decode()[-3000:]
     summaries = [json.loads((sweep / str(j) / "summary.json").read_text()) for j in (0, 1)]
     assert [s["status"] for s in summaries] == ["completed", "completed"]
