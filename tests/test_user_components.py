@@ -154,7 +154,7 @@ def test_user_model_loss_data_train_from_the_cli_and_probes_match_a_dense_hessia
     )
     assert result.returncode == 0, result.stderr
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
-    assert list(metrics.step) == [0, 10] and np.isfinite(metrics.loss).all()
+    assert list(metrics.step) == [0, 10, 19] and np.isfinite(metrics.loss).all()  # + last step
     monkeypatch.syspath_prepend(str(user))
     problem = build_problem(freeze(lossbench.compose(*USER, config_dir=user / "conf")))
     params = jax.tree_util.tree_map(lambda a: np.asarray(a)[0], load_params(run_dir))
