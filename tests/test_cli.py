@@ -77,7 +77,7 @@ def test_a_four_run_sweep_loads_as_one_frame(tmp_path):
     assert result.returncode == 0, result.stderr
     assert len(run_dirs(sweep)) == 4
     frame = load_sweep(sweep)
-    assert len(frame) == 4 * 3
+    assert len(frame) == 4 * 4  # steps 0, 10, 20 and the last, 29
     runs = frame.groupby("run")[["optimizer.name", "optimizer.lr"]].first()
     assert sorted(map(tuple, runs.values.tolist())) == [
         ("adam", 0.01),
