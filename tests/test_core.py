@@ -151,7 +151,7 @@ def test_metrics_rows_and_columns(tmp_path):
         tmp_path, ["probe=off", "trainer.steps=25", "trainer.log_every=5", "trainer.chunk=10"]
     )
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
-    assert list(metrics.step) == [0, 5, 10, 15, 20]
+    assert list(metrics.step) == [0, 5, 10, 15, 20, 24]  # and the last step
     for column in (
         "step",
         "seed",
