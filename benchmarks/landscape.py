@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -23,10 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 
-from conftest import compose_config  # noqa: E402
-
+from lossbench import compose  # noqa: E402
 from lossbench.landscape import evaluate_grid, grid_coords, random_directions  # noqa: E402
 from lossbench.landscape.directions import tree_combine  # noqa: E402
 from lossbench.problem import build_problem  # noqa: E402
@@ -34,7 +31,7 @@ from lossbench.schema import freeze  # noqa: E402
 
 
 def setup():
-    problem = build_problem(freeze(compose_config(["trainer.progress=false"])))
+    problem = build_problem(freeze(compose("trainer.progress=false")))
     params = problem.init_params(jax.random.key(0))
     directions = random_directions(jax.random.key(1), params, 2)
     data = jax.device_put(problem.data.train)

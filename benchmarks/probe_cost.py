@@ -23,13 +23,12 @@ import jax
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
 import probe_cost_kernels  # noqa: E402
-from conftest import compose_config  # noqa: E402
 from sharpness_warm_start import with_warm_steps  # noqa: E402
 
+from lossbench import compose  # noqa: E402
 from lossbench.curvature import make_probe  # noqa: E402
 from lossbench.probing import probe_batch  # noqa: E402
 from lossbench.problem import build_problem  # noqa: E402
@@ -46,7 +45,7 @@ VARIANTS = {
 
 def training_call(overrides, steps, warm_steps=None):
     """A closure running `steps` steps in chunks of probe.every (or trainer.chunk)."""
-    cfg = freeze(compose_config(["trainer.progress=false", *overrides]))
+    cfg = freeze(compose("trainer.progress=false", *overrides))
     problem = build_problem(cfg)
     probe_fn = None
     if cfg.probe.every:

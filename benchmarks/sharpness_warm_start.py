@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 import jax
@@ -23,11 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-
-from conftest import compose_config  # noqa: E402
 
 import lossbench.curvature.probe as probe_module  # noqa: E402
+from lossbench import compose  # noqa: E402
 from lossbench import curvature as cv  # noqa: E402
 from lossbench.probing import probe_batch  # noqa: E402
 from lossbench.problem import build_problem  # noqa: E402
@@ -51,7 +48,7 @@ def with_warm_steps(probe_cfg, warm_steps):
 
 def trajectory(overrides, steps, every):
     """Parameters (one seed) every `every` steps of the run, the problem and its probe batch."""
-    cfg = freeze(compose_config(["trainer.progress=false", "probe=off", *overrides]))
+    cfg = freeze(compose("trainer.progress=false", "probe=off", *overrides))
     problem = build_problem(cfg)
     trainer = make_train(problem, cfg.trainer, None)
     train, test = jax.device_put(problem.data.train), jax.device_put(problem.data.test)
