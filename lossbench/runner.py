@@ -27,6 +27,7 @@ from lossbench.records import Divergence, metric_rows, probe_rows
 from lossbench.results import SUMMARY_FILE, Checkpoints, RunWriter, versions
 from lossbench.rundir import check_same_config, claim_run_dir, config_record
 from lossbench.schema import freeze
+from lossbench.snapshots import save_snapshot
 from lossbench.stopping import StopOnSignals
 from lossbench.train import TrainState, make_train, seed_keys
 
@@ -113,6 +114,8 @@ def _check_run(cfg) -> None:
         raise ConfigError("trainer.diverged_ratio", t.diverged_ratio, "a number > 1")
     if t.resume and t.overwrite:
         raise ConfigError("trainer.overwrite", True, "false when trainer.resume=true")
+    if t.snapshot_every < 0:
+        raise ConfigError("trainer.snapshot_every", t.snapshot_every, "0 (none) or more steps")
 
 
 def _state_tree(state: TrainState) -> dict:
@@ -143,6 +146,10 @@ def run(cfg, run_dir: str | Path, *, claimed: bool = False) -> dict:
     problem = build_problem(cfg)
     cfg = dataclasses.replace(cfg, probe=fit_probe(cfg.probe, problem))
     length = chunk_length(cfg)
+    if t.snapshot_every % length:
+        raise ConfigError(
+            "trainer.snapshot_every", t.snapshot_every, f"a multiple of the chunk ({length} steps)"
+        )
     probe_fn = make_probe_fn(cfg, problem)
     trainer = make_train(problem, cfg.trainer, probe_fn)
     seed_ids = list(range(t.seed, t.seed + t.seeds))
@@ -178,6 +185,11 @@ def run(cfg, run_dir: str | Path, *, claimed: bool = False) -> dict:
         summary.update(changes, heartbeat=time.time())
         writer.write_summary(summary)
 
+    def snapshot(state, step) -> None:
+        """The parameters at `step` into snapshots/ (trainer.snapshot_every; the final step too)."""
+        if t.snapshot_every and (step % t.snapshot_every == 0 or step == t.steps):
+            save_snapshot(run_dir, step, jax.device_get(state.params))
+
     def checkpoint(state, step) -> None:
         host = {
             "steps_completed": step,
@@ -200,7 +212,9 @@ def run(cfg, run_dir: str | Path, *, claimed: bool = False) -> dict:
             recorded_after = list(host["recorded_after"])
             writer.restore(done)
             summary["resumed_from"] = done
-        elif trainer.probe is not None:
+        else:
+            snapshot(state, 0)
+        if not resuming and trainer.probe is not None:
             state, probe = trainer.probe(state, probe_data)
             writer.probes.append(probe_rows(probe, 0, seed_ids, divergence, writer, recorded_after))
             writer.flush()
@@ -231,6 +245,7 @@ def run(cfg, run_dir: str | Path, *, claimed: bool = False) -> dict:
                         probe_rows(out["probe"], done, seed_ids, divergence, writer, recorded_after)
                     )
                 writer.flush()
+                snapshot(state, done)
                 elapsed, tic = time.perf_counter() - tic, time.perf_counter()
                 first_chunk_s = first_chunk_s or elapsed
                 heartbeat(steps_completed=done)

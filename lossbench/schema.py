@@ -47,6 +47,7 @@ class TrainerConfig:
     diverged_ratio: float = 3.0  # also diverged: the loss ends above this multiple of its start
     checkpoint_every: int = 10  # chunks between checkpoints (0: only the final one)
     keep_checkpoints: int = 2  # the latest checkpoints kept (resume reads the last)
+    snapshot_every: int = 0  # steps between parameter snapshots (0: none), a multiple of a chunk
     resume: bool = False  # continue the run in hydra.run.dir from its last checkpoint
     overwrite: bool = False  # move the files already in the run directory to previous-<time>/
 

@@ -371,3 +371,32 @@ def test_landscape_never_overwrites_files_it_did_not_write(saved_run, capsys):
     assert landscape_main([str(run_dir), "kind=line", "grid=5", "name=mine"]) == 0
     assert written.stat().st_mtime_ns >= before
     assert _load(run_dir, "mine")["t"].shape == (5,)
+
+
+def test_trainer_snapshot_every_records_the_trajectory_for_pca(tmp_path):
+    """`trainer.snapshot_every` saves the parameters at step 0, every N steps and the last;
+    the saved parameters are the run's (the last snapshot equals the final checkpoint)."""
+    from conftest import run_overrides
+
+    from lossbench.landscape import landscape_main
+    from lossbench.results import load_params
+
+    _, run_dir = run_overrides(
+        tmp_path,
+        [
+            "model.widths=[8]",
+            "probe=off",
+            "trainer.steps=25",
+            "trainer.chunk=10",
+            "trainer.snapshot_every=10",
+            "trainer.save_params=true",
+        ],
+    )
+    steps, trees = load_snapshots(run_dir)
+    assert list(steps) == [0, 10, 20, 25]
+    final = load_params(run_dir)
+    for got, want in zip(
+        jax.tree_util.tree_leaves(trees[-1]), jax.tree_util.tree_leaves(final), strict=True
+    ):
+        np.testing.assert_allclose(np.reshape(got, np.shape(want)), want, rtol=0, atol=0)
+    assert landscape_main([str(run_dir), "kind=pca", "grid=3"]) == 0
