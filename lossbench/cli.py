@@ -12,8 +12,10 @@ import os
 import sys
 from pathlib import Path
 
+from lossbench.errors import EXIT_BAD_CONFIG
+
 CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
-EXIT_BAD_CONFIG = 2
+
 README_LOSS_COLUMNS = (
     "name",
     "task",

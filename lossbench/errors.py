@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+EXIT_BAD_CONFIG = 2  # the exit code of a bad config (README: Reliability)
+
 
 class ConfigError(ValueError):
     """A config value that is well typed but not allowed; the message is one line."""
@@ -17,4 +19,4 @@ class ConfigError(ValueError):
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
 
 
-__all__ = ["ConfigError"]
+__all__ = ["EXIT_BAD_CONFIG", "ConfigError"]

@@ -14,10 +14,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench.errors import ConfigError
+from lossbench.errors import EXIT_BAD_CONFIG, ConfigError
 from lossbench.rundir import Claim, claim_run_dir
 
-EXIT_BAD_CONFIG = 2
 CLAIMS: dict[Path, Claim] = {}  # run directory -> what claiming it did (run mode, this process)
 SWEEPS: list[tuple[Path, bool]] = []  # (sweep dir, a job failed) of sweeps ended here
 
