@@ -38,12 +38,9 @@ SUBSETS = (128, 256, 512, 1024)
 
 
 def with_warm_steps(probe_cfg, warm_steps):
-    """The frozen probe config plus a `warm_steps` field (until the schema has one)."""
-    twin = dataclasses.make_dataclass(
-        "WarmProbeConfig", [("warm_steps", int | None, None)], bases=(type(probe_cfg),),
-        frozen=True,
-    )  # fmt: skip
-    return twin(**dataclasses.asdict(probe_cfg), warm_steps=warm_steps)
+    """The frozen probe config with `warm_steps` replaced (null: warm probes run
+    `lanczos_steps`, like cold ones)."""
+    return dataclasses.replace(probe_cfg, warm_steps=warm_steps)
 
 
 def trajectory(overrides, steps, every):

@@ -66,7 +66,10 @@ class ProbeConfig:
     density_steps: int = 30  # Lanczos steps per SLQ sample
     curvature: str = "hessian"  # hessian | ggn
     per_layer: bool = False
-    warm_start: bool = True
+    warm_start: bool = True  # start Lanczos from the last probe's top eigenvector
+    # Lanczos steps of a warm-started probe (null: lanczos_steps); the first probe is cold.
+    # The bottom of the spectrum is then not resolved: read lambda_min as an upper bound.
+    warm_steps: int | None = None
 
 
 from lossbench.pathology.config import DetectConfig  # noqa: E402  (Hydra-free, re-export)

@@ -610,13 +610,9 @@ def test_lanczos_stops_at_a_traced_step_budget():
 def test_short_warm_probe_from_the_top_eigenvector_matches_dense(problem, x64):
     """`warm_steps`: a cold probe (zero v0) runs all steps, a warm one only a few, and both
     give λmax to 1e-6 here (the warm start is the top eigenvector plus 1% noise)."""
-    import dataclasses
-
     params, batch = inputs64(problem)
     unravel = ravel_pytree(params)[1]
-    cfg = dataclasses.make_dataclass(
-        "WarmProbeConfig", [("warm_steps", int, 3)], bases=(type(PROBE_CONFIG),), frozen=True
-    )(**{**dataclasses.asdict(probe_config(trace_samples=0, bottom_k=0, top_k=1))})
+    cfg = probe_config(trace_samples=0, bottom_k=0, top_k=1, warm_steps=3)
     probe = jax.jit(cv.make_probe(cfg, probe_loss))
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     warm = unravel(jnp.asarray(problem["vectors"][:, -1]))
@@ -628,14 +624,57 @@ def test_short_warm_probe_from_the_top_eigenvector_matches_dense(problem, x64):
     # 3 steps cannot resolve the bottom: the warm λmin is far above the true one
     assert warm_record["lambda_min"] > 0.5 * values[0]
     assert cold_record["res_top_1"] <= 1e-8 * values[-1]
-    with pytest.raises(cv_errors().ConfigError, match="probe.warm_steps=81"):
-        cv.make_probe(dataclasses.replace(cfg, warm_steps=81), probe_loss)
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, True])
+def test_a_bad_warm_steps_is_refused_in_one_line(value):
+    with pytest.raises(cv_errors().ConfigError) as error:
+        cv.make_probe(probe_config(warm_steps=value), probe_loss)
+    message = str(error.value)
+    assert message == f"probe.warm_steps={value!r} is not allowed: {cv_probe().WARM_STEPS_ALLOWED}"
+    assert "\n" not in message
+
+
+def test_warm_steps_above_lanczos_steps_runs_lanczos_steps():
+    assert cv_probe().warm_steps_of(probe_config(lanczos_steps=20, warm_steps=81)) == 20
+    assert cv_probe().warm_steps_of(probe_config(warm_steps=6)) == 6
+    assert cv_probe().warm_steps_of(probe_config(warm_steps=6, warm_start=False)) is None
+    assert cv_probe().warm_steps_of(probe_config()) is None
+
+
+def test_the_sharpness_preset_tracks_dense_lambda_max_with_6_warm_steps(problem, x64):
+    """The default run's probe (`probe=sharpness`: 20 cold steps, then 6 warm ones from the
+    last top eigenvector) along a gradient-descent path: λmax equals `eigh`'s top eigenvalue
+    of the dense Hessian to 1e-3 at every probe (benchmarks/sharpness_warm_start.md)."""
+    from lossbench import compose
+
+    cfg = freeze(compose()).probe
+    assert (cfg.name, cfg.lanczos_steps, cfg.top_k, cfg.warm_steps) == ("sharpness", 20, 1, 6)
+    params, batch = inputs64(problem)
+    flat_params, unravel = ravel_pytree(params)
+    probe = jax.jit(cv.make_probe(cfg, probe_loss))
+    grad = jax.jit(jax.grad(probe_loss))
+    dense = jax.jit(jax.hessian(lambda f, b: probe_loss(unravel(f), b)))
+    vector = jax.tree_util.tree_map(jnp.zeros_like, params)
+    for index in range(4):
+        record, vector = probe(params, batch, jax.random.PRNGKey(40 + index), vector)
+        top = np.linalg.eigvalsh(np.asarray(dense(ravel_pytree(params)[0], batch)))[-1]
+        assert abs(record["lambda_max"] - top) <= 1e-3 * abs(top), index
+        for _ in range(10):
+            params = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, grad(params, batch))
+    assert flat_params.shape[0] > 1000  # many more parameters than steps
 
 
 def cv_errors():
     import lossbench.errors
 
     return lossbench.errors
+
+
+def cv_probe():
+    import lossbench.curvature.probe
+
+    return lossbench.curvature.probe
 
 
 def probe_loss_of_arrays(params, x, labels):

@@ -32,6 +32,7 @@ CURVATURES = ("hessian", "ggn")
 # between probes (benchmarks/sharpness_warm_start.md).
 WARM_START_NOISE = 1.0
 SHORT_WARM_START_NOISE = 0.01
+WARM_STEPS_ALLOWED = "null or an integer >= 1 (a warm probe runs min(warm_steps, lanczos_steps))"
 
 
 def record_keys(cfg: Any, params_like: PyTree = None) -> list[str]:
@@ -54,9 +55,13 @@ def record_keys(cfg: Any, params_like: PyTree = None) -> list[str]:
 
 
 def warm_steps_of(cfg: Any) -> int | None:
-    """`cfg.warm_steps` (Lanczos steps of a warm-started probe), None when the config has no
-    such key or it is null: then warm probes run `lanczos_steps` like cold ones."""
-    return getattr(cfg, "warm_steps", None) if cfg.warm_start else None
+    """Lanczos steps of a warm-started probe, `min(cfg.warm_steps, cfg.lanczos_steps)`; None
+    when warm starts are off or `warm_steps` is null: then warm probes run `lanczos_steps`
+    like cold ones."""
+    warm_steps = getattr(cfg, "warm_steps", None)
+    if not cfg.warm_start or warm_steps is None:
+        return None
+    return min(warm_steps, cfg.lanczos_steps)
 
 
 def check_probe_config(cfg: Any, has_ggn_parts: bool) -> None:
@@ -80,9 +85,11 @@ def check_probe_config(cfg: Any, has_ggn_parts: bool) -> None:
         fail("trace_samples", cfg.trace_samples, "0 (off) or >= 2")
     if cfg.density_samples > 0 and cfg.density_steps < 1:
         fail("density_steps", cfg.density_steps, ">= 1")
-    warm_steps = warm_steps_of(cfg)
-    if warm_steps is not None and not 1 <= warm_steps <= cfg.lanczos_steps:
-        fail("warm_steps", warm_steps, f"null or in [1, probe.lanczos_steps={cfg.lanczos_steps}]")
+    warm_steps = getattr(cfg, "warm_steps", None)
+    if warm_steps is not None and (
+        isinstance(warm_steps, bool) or not isinstance(warm_steps, int) or warm_steps < 1
+    ):
+        fail("warm_steps", warm_steps, WARM_STEPS_ALLOWED)
 
 
 def make_probe(
