@@ -43,9 +43,10 @@ experiments: $(STAMP)
 	$(BIN)/python experiments/catapult.py --figure experiments/catapult.png
 	$(BIN)/python experiments/saddle_free_newton.py --figure experiments/saddle_free_newton.png
 	$(BIN)/python experiments/pgd_escape_dimension.py --figure experiments/pgd_escape_dimension.png
-	$(BIN)/python experiments/edge_of_stability.py
-	$(BIN)/python experiments/deep_linear_stages.py
-	$(BIN)/python experiments/batch_size_sharpness.py
+	$(BIN)/python experiments/edge_of_stability.py --figure experiments/edge_of_stability.png
+	$(BIN)/python experiments/deep_linear_stages.py --figure experiments/deep_linear_stages.png
+	$(BIN)/python experiments/batch_size_sharpness.py --figure experiments/batch_size_sharpness.png
+	$(BIN)/python experiments/init_scale_plateau.py --figure experiments/init_scale_plateau.png
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -1,35 +1,77 @@
 """Stage-like learning in deep linear networks (Saxe, McClelland & Ganguli 2014).
 
 A depth-3 linear network started near zero on a linear teacher with singular values
-(3, 2, 1, 0.5) learns the teacher's modes one at a time: the loss falls in steps, and between
-steps the run sits near a saddle (λmin < 0, small gradient). Writes
-`experiments/deep_linear_stages.png` (loss, gradient norm and λmin/λmax with the diagnosed
-regimes shaded) and prints the episode timeline.
+(3, 2, 1, 0.5) (the preset `experiment=deep_linear`) learns the teacher's modes one at a time:
+the loss falls in steps, and between steps the run sits near a saddle (λmin < 0, small
+gradient). The run goes into `--out/run`; so do the figure (loss, gradient norm and λmin/λmax
+with the diagnosed regimes shaded) and the episode timeline as a table.
 
-    python experiments/deep_linear_stages.py [--out DIR]
+    .venv/bin/python experiments/deep_linear_stages.py  # → outputs/experiments/deep_linear_stages/
+    .venv/bin/python experiments/deep_linear_stages.py --figure experiments/deep_linear_stages.png
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import sys
 from pathlib import Path
 
-from lossbench import compose, load_run, run
-from lossbench.pathology import format_timeline
-from lossbench.plots import plot_run
+import matplotlib
+
+matplotlib.use("Agg")
+
+from lossbench import compose, load_run, run  # noqa: E402
+from lossbench.pathology import format_timeline  # noqa: E402
+from lossbench.pathology.timeline import LABELS, fmt  # noqa: E402
+from lossbench.plots import plot_run  # noqa: E402
+
+NAME = "deep_linear_stages"
 
 
-def main(out: Path) -> str:
-    cfg = compose("experiment=deep_linear", "trainer.progress=false", "trainer.save_params=false")
-    run(cfg, out)
-    timeline = format_timeline(load_run(out, "events", config=False))
-    plot_run(out).savefig(Path(__file__).with_suffix(".png"), dpi=110)
-    print(timeline)
-    return timeline
+def experiment(out: Path, steps: int = 3000) -> dict:
+    """The preset's run into `out/run`; its episodes."""
+    cfg = compose(
+        "experiment=deep_linear",
+        f"trainer.steps={steps}",
+        "trainer.progress=false",
+        "trainer.save_params=false",
+        "trainer.overwrite=true",  # a rerun moves the last one to previous-<time>/
+    )
+    run_dir = out / "run"
+    run(cfg, run_dir)
+    return {"run_dir": run_dir, "episodes": load_run(run_dir, "events", config=False)}
+
+
+def table(results: dict) -> str:
+    lines = ["| steps | regime | loss at entry | loss at exit |", "|---|---|---|---|"]
+    for row in results["episodes"].itertuples(index=False):
+        lines.append(
+            f"| {row.start_step}–{row.end_step} | {LABELS.get(row.kind, row.kind)} | "
+            f"{fmt(row.loss_entry)} | {fmt(row.loss_exit)} |"
+        )
+    return "\n".join(lines)
+
+
+def figure(results: dict):
+    return plot_run(results["run_dir"])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("outputs/experiments") / NAME)
+    parser.add_argument("--figure", type=Path, help="also write the figure here")
+    parser.add_argument("--steps", type=int, default=3000)
+    args = parser.parse_args(argv)
+    results = experiment(args.out, steps=args.steps)
+    text = table(results)
+    (args.out / f"{NAME}.md").write_text(text + "\n")
+    fig = figure(results)
+    for path in [args.out / f"{NAME}.png", *([args.figure] if args.figure else [])]:
+        fig.savefig(path, dpi=110)
+    print(format_timeline(results["episodes"]))
+    print(f"wrote {args.out}" + (f" and {args.figure}" if args.figure else ""))
+    return 0
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None)
-    main(parser.parse_args().out or Path(tempfile.mkdtemp()))
+    sys.exit(main(sys.argv[1:]))

@@ -56,7 +56,37 @@ def test_pgd_escape_time_grows_like_log_dimension():
     assert result["means"][-1] < 1.5 * result["means"][0]
 
 
-@pytest.mark.parametrize("name", ["catapult", "saddle_free_newton", "pgd_escape_dimension"])
+@pytest.mark.slow
+def test_init_scale_plateau_follows_saxe_eq_11(tmp_path):
+    """Saxe et al. (2014), eq. 11: from strength u0 a mode of strength s is half learned after
+    τ/(2s) ln((s − u0)/u0), so the plateau grows like ln(1/σ)/s as the init scale σ shrinks."""
+    isp = _experiment("init_scale_plateau")
+    result = isp.experiment(tmp_path, scales=(1e-2, 1e-4), steps=900, seeds=2)
+    s = result["s"]
+    np.testing.assert_allclose(s, [3.0, 2.0, 1.0, 0.5], rtol=1e-5)
+    learned = s >= 1.0  # s = 0.5 needs 1600 steps at σ = 1e-4
+    for row in result["rows"]:
+        ratio = row["measured"][learned] / row["predicted"][learned]
+        np.testing.assert_allclose(ratio, 1.0, atol=0.06)
+        assert np.all(np.diff(row["measured"][learned]) > 0)  # weaker modes later
+    # 100x smaller weights: u0 10^4 smaller, 2η·s·Δsteps = ln(10^4)/2 = 4.6 e-folds later
+    small, large = result["rows"]
+    shift = (large["measured"] - small["measured"])[learned] * 2 * isp.LR * s[learned]
+    np.testing.assert_allclose(shift, np.log(1e4) / 2, rtol=0.06)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "catapult",
+        "saddle_free_newton",
+        "pgd_escape_dimension",
+        # these three train lossbench runs (compilation included: ~20 s each when loaded)
+        pytest.param("init_scale_plateau", marks=pytest.mark.slow),
+        pytest.param("edge_of_stability", marks=pytest.mark.slow),
+        pytest.param("deep_linear_stages", marks=pytest.mark.slow),
+    ],
+)
 def test_scripts_write_only_where_told(name, tmp_path, monkeypatch):
     """Run as scripts they write into --out (default: outputs/experiments/NAME), and the
     figure to --figure only when asked: never over the tracked copy by accident."""
@@ -77,4 +107,10 @@ def _tiny(module):
         return lambda **kw: original(rates=(1.5, 5.0), steps=20, width=64)
     if module.__name__ == "pgd_escape_dimension":
         return lambda **kw: original(dimensions=(2, 4), seeds=2, steps=150)
+    if module.__name__ == "init_scale_plateau":
+        return lambda out, **kw: original(out, scales=(1e-1, 1e-2), steps=200, seeds=2)
+    if module.__name__ == "edge_of_stability":
+        return lambda out, **kw: original(out, steps=200, rates=(0.2,))
+    if module.__name__ == "deep_linear_stages":
+        return lambda out, **kw: original(out, steps=200)
     return lambda steps: original(steps=20)
