@@ -70,6 +70,9 @@ class ProbeConfig:
     # Lanczos steps of a warm-started probe (null: lanczos_steps); the first probe is cold.
     # The bottom of the spectrum is then not resolved: read lambda_min as an upper bound.
     warm_steps: int | None = None
+    # A warm probe also stops once a step raises lambda_max by at most this fraction of it
+    # (null: it runs all warm_steps)
+    warm_tolerance: float | None = None
 
 
 from lossbench.pathology.config import DetectConfig  # noqa: E402  (Hydra-free, re-export)

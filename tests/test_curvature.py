@@ -635,6 +635,33 @@ def test_a_bad_warm_steps_is_refused_in_one_line(value):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("value", [-0.1, 1.0, "1e-4", False])
+def test_a_bad_warm_tolerance_is_refused_in_one_line(value):
+    with pytest.raises(cv_errors().ConfigError) as error:
+        cv.make_probe(probe_config(warm_tolerance=value), probe_loss)
+    expected = f"probe.warm_tolerance={value!r} is not allowed: null or a number in [0, 1)"
+    assert str(error.value) == expected
+
+
+def test_lanczos_stops_once_the_top_ritz_value_settles():
+    """A separated top eigenvalue converges in a few steps: with a tolerance the loop stops
+    there (rows past the stop zeroed), within the tolerance of the true value; a negative
+    tolerance runs every step."""
+    diagonal = jnp.concatenate([jnp.linspace(0.0, 1.0, 200), jnp.array([10.0])])
+    start = jax.random.normal(jax.random.PRNGKey(33), diagonal.shape)
+    run = jax.jit(lambda s, tol: cv.lanczos(lambda v: diagonal * v, s, 40, None, tol))
+    stopped, full = run(start, 1e-6), run(start, -1.0)
+    assert int(full.size) == 40
+    size = int(stopped.size)
+    assert 2 <= size < 20
+    assert np.all(np.asarray(stopped.basis)[size:] == 0)
+    assert np.all(np.asarray(stopped.tridiagonal)[size:] == 0)
+    top = np.linalg.eigvalsh(np.asarray(stopped.tridiagonal, np.float64))[-1]
+    assert abs(top - 10.0) <= 1e-5 * 10.0
+    basis = np.asarray(stopped.basis, np.float64)[:size]
+    assert np.max(np.abs(basis @ basis.T - np.eye(size))) <= 1e-5
+
+
 def test_warm_steps_above_lanczos_steps_runs_lanczos_steps():
     assert cv_probe().warm_steps_of(probe_config(lanczos_steps=20, warm_steps=81)) == 20
     assert cv_probe().warm_steps_of(probe_config(warm_steps=6)) == 6
@@ -642,14 +669,16 @@ def test_warm_steps_above_lanczos_steps_runs_lanczos_steps():
     assert cv_probe().warm_steps_of(probe_config()) is None
 
 
-def test_the_sharpness_preset_tracks_dense_lambda_max_with_6_warm_steps(problem, x64):
-    """The default run's probe (`probe=sharpness`: 20 cold steps, then 6 warm ones from the
-    last top eigenvector) along a gradient-descent path: λmax equals `eigh`'s top eigenvalue
-    of the dense Hessian to 1e-3 at every probe (benchmarks/sharpness_warm_start.md)."""
+def test_the_sharpness_preset_tracks_dense_lambda_max_with_few_warm_steps(problem, x64):
+    """The default run's probe (`probe=sharpness`: 30 cold steps, then at most 8 warm ones
+    from the last top eigenvector, fewer once λmax moves by <= 1e-4) along a gradient-descent
+    path: λmax equals `eigh`'s top eigenvalue of the dense Hessian to 1e-3 at every probe
+    (benchmarks/sharpness_warm_start.md)."""
     from lossbench import compose
 
     cfg = freeze(compose()).probe
-    assert (cfg.name, cfg.lanczos_steps, cfg.top_k, cfg.warm_steps) == ("sharpness", 20, 1, 6)
+    preset = (cfg.name, cfg.lanczos_steps, cfg.top_k, cfg.warm_steps, cfg.warm_tolerance)
+    assert preset == ("sharpness", 30, 1, 8, 1e-4)
     params, batch = inputs64(problem)
     flat_params, unravel = ravel_pytree(params)
     probe = jax.jit(cv.make_probe(cfg, probe_loss))

@@ -51,13 +51,21 @@ class LanczosDecomposition(NamedTuple):
 
 
 def lanczos(
-    matvec_flat: Callable, start: jax.Array, num_steps: int, max_size: Any = None
+    matvec_flat: Callable,
+    start: jax.Array,
+    num_steps: int,
+    max_size: Any = None,
+    top_tolerance: Any = None,
 ) -> LanczosDecomposition:
     """Run up to `num_steps` Lanczos steps from `start` (any norm), reorthogonalised.
 
     `max_size` (may be traced) caps the steps, e.g. at the dimension of a subspace that
     `matvec_flat` and `start` live in, or at a warm start's shorter budget: the loop stops
-    there, and at a breakdown, so no matvec is wasted.
+    there, and at a breakdown, so no matvec is wasted. `top_tolerance` (may be traced; a
+    negative value turns it off) also stops the loop, after at least 2 steps, once a step
+    raised the largest Ritz value by at most `top_tolerance` times its size: the top Ritz
+    value grows monotonically towards λmax, and a step that barely moves it means the
+    Krylov space has (nearly) converged there. Only the top end is converged then.
 
     Lanczos (1950), three-term recurrence, then one classical Gram-Schmidt pass against the
     whole basis (kept row-major, (m, n)); a second pass runs only when the first removed
@@ -98,8 +106,16 @@ def lanczos(
         w, coefficients, _, _, in_span = state
         return w, coefficients, in_span
 
+    def top_ritz_value(projections, size):
+        """The largest eigenvalue of the leading `size` block of the symmetrised `T`."""
+        valid = jnp.arange(num_steps) < size
+        block = jnp.where(valid[:, None] & valid[None, :], projections, 0)
+        block = jnp.triu(block) + jnp.triu(block, 1).T
+        bound = jnp.max(jnp.sum(jnp.abs(block), axis=1))
+        return jnp.linalg.eigvalsh(block + jnp.diag(jnp.where(valid, 0, -(2 * bound + 1))))[-1]
+
     def step(carry):
-        j, basis, projections, betas, previous_beta, _ = carry
+        j, basis, projections, betas, previous_beta, _, previous_top = carry
         q, q_previous = basis[j], basis[jnp.maximum(j - 1, 0)]
         w = matvec_flat(q).astype(dtype)
         image_norm = jnp.linalg.norm(w)
@@ -117,13 +133,18 @@ def lanczos(
         beta = jnp.linalg.norm(w)
         q_next = w / beta
         keep = jnp.all(jnp.isfinite(q_next)) & (beta > 100 * eps * image_norm) & ~in_span
-        basis = basis.at[j + 1].set(jnp.where(keep & (j + 1 < steps), q_next, 0))
         projections = projections.at[:, j].set(column[:num_steps])
-        return j + 1, basis, projections, betas.at[j].set(beta), beta, ~keep
+        stop, top = ~keep, previous_top
+        if top_tolerance is not None:
+            top = top_ritz_value(projections, j + 1)
+            converged = (j >= 1) & (top - previous_top <= top_tolerance * jnp.abs(top))
+            stop = stop | ((top_tolerance >= 0) & converged)
+        basis = basis.at[j + 1].set(jnp.where(~stop & (j + 1 < steps), q_next, 0))
+        return j + 1, basis, projections, betas.at[j].set(beta), beta, stop, top
 
     projections = jnp.zeros((num_steps, num_steps), dtype)
-    init = (0, basis, projections, zeros, jnp.zeros((), dtype), ~q0_ok)
-    size, basis, projections, betas, _, _ = jax.lax.while_loop(
+    init = (0, basis, projections, zeros, jnp.zeros((), dtype), ~q0_ok, jnp.zeros((), dtype))
+    size, basis, projections, betas, _, _, _ = jax.lax.while_loop(
         lambda c: (c[0] < steps) & ~c[5], step, init
     )
     valid = jnp.arange(num_steps) < size
@@ -155,7 +176,8 @@ class EigenResult(NamedTuple):
     `top` is descending, `bottom` ascending (most negative first); the vectors are pytrees
     shaped like the parameters with a leading k axis. Entries past the Krylov space (k larger
     than the number of distinct eigenvalues Lanczos could see) are NaN with zero vectors.
-    `lambda_max` / `lambda_min` are the largest / smallest Ritz values of the run.
+    `lambda_max` / `lambda_min` are the largest / smallest Ritz values of the run, `steps`
+    the Lanczos steps it took (fewer than asked at a breakdown or a converged top).
     """
 
     top: jax.Array
@@ -166,6 +188,7 @@ class EigenResult(NamedTuple):
     residuals_bottom: jax.Array
     lambda_max: jax.Array
     lambda_min: jax.Array
+    steps: jax.Array  # Lanczos steps (matvecs) run
 
 
 def start_vector(key: jax.Array, like: jax.Array, v0: PyTree | None, noise: float) -> jax.Array:
@@ -197,6 +220,7 @@ def eigenvalues_of(
     warm_start_noise: float = 1.0,
     residuals: str = "lanczos",
     max_steps: Any = None,
+    top_tolerance: Any = None,
 ) -> EigenResult:
     """Top-k and bottom-k eigenpairs of a symmetric operator by one Lanczos run.
 
@@ -219,13 +243,16 @@ def eigenvalues_of(
         matvec per reported pair).
       max_steps: optional cap on the steps actually run, at most `lanczos_steps` (which sizes
         the arrays); may be traced, e.g. fewer steps when `v0` is a warm start.
+      top_tolerance: optional (may be traced; negative: off): stop once a step raises the
+        top Ritz value by at most this fraction of it (see `lanczos`); the bottom is then
+        not converged.
     """
     if residuals not in ("lanczos", "matvec"):
         raise ValueError(f"residuals={residuals!r} is not allowed: 'lanczos' or 'matvec'")
     matvec_flat, flat, unravel = flat_matvec(matvec, params_like)
     num_steps = max(1, min(int(lanczos_steps), flat.shape[0]))
     start = start_vector(key, flat, v0, warm_start_noise)
-    decomposition = lanczos(matvec_flat, start, num_steps, max_steps)
+    decomposition = lanczos(matvec_flat, start, num_steps, max_steps, top_tolerance)
     values, coefficients, first_valid = ritz_values_and_vectors(decomposition)
     size = decomposition.size
 
@@ -256,6 +283,7 @@ def eigenvalues_of(
         residuals_bottom=residuals_bottom,
         lambda_max=values[num_steps - 1],
         lambda_min=values[first_valid],
+        steps=size,
     )
 
 

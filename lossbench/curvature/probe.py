@@ -33,6 +33,7 @@ CURVATURES = ("hessian", "ggn")
 WARM_START_NOISE = 1.0
 SHORT_WARM_START_NOISE = 0.01
 WARM_STEPS_ALLOWED = "null or an integer >= 1 (a warm probe runs min(warm_steps, lanczos_steps))"
+WARM_TOLERANCE_ALLOWED = "null or a number in [0, 1)"
 
 
 def record_keys(cfg: Any, params_like: PyTree = None) -> list[str]:
@@ -90,6 +91,13 @@ def check_probe_config(cfg: Any, has_ggn_parts: bool) -> None:
         isinstance(warm_steps, bool) or not isinstance(warm_steps, int) or warm_steps < 1
     ):
         fail("warm_steps", warm_steps, WARM_STEPS_ALLOWED)
+    tolerance = getattr(cfg, "warm_tolerance", None)
+    if tolerance is not None and (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, int | float)
+        or not 0 <= tolerance < 1
+    ):
+        fail("warm_tolerance", tolerance, WARM_TOLERANCE_ALLOWED)
 
 
 def make_probe(
@@ -105,9 +113,11 @@ def make_probe(
     `loss_on_outputs(predict(params, batch), batch)` (Schraudolph, 2002). `v0` warm-starts
     Lanczos when `cfg.warm_start` (a zero pytree means a cold start, so a scan carry can start
     at zeros); `v_next` is this probe's top eigenvector. With `cfg.warm_steps` set, a warm
-    start runs only that many steps (a cold one still `lanczos_steps`), from `v0` plus a
-    small random part: sharpness tracking at a fraction of the cost; the bottom of the
-    spectrum is then not resolved (read `lambda_min` as an upper bound only). The record is a
+    start runs at most that many steps (a cold one still `lanczos_steps`), from `v0` plus a
+    small random part, and with `cfg.warm_tolerance` it stops sooner, once a step raised the
+    top Ritz value by at most that fraction of it: sharpness tracking at a fraction of the
+    cost; the bottom of the spectrum is then not resolved (read `lambda_min` as an upper
+    bound only). The record is a
     flat dict of arrays, keys as in `record_keys`: all scalars except `density_nodes` /
     `density_weights` (density_samples, density_steps). Ritz values and residuals are described in
     `eigenvalues_of` (residuals by the free Lanczos formula; an `eig_*_k` that the Krylov space
@@ -118,7 +128,9 @@ def make_probe(
     check_probe_config(cfg, predict is not None and loss_on_outputs is not None)
     use_ggn = cfg.curvature == "ggn"
     warm_steps = warm_steps_of(cfg)
-    noise = WARM_START_NOISE if warm_steps is None else SHORT_WARM_START_NOISE
+    warm_tolerance = getattr(cfg, "warm_tolerance", None) if cfg.warm_start else None
+    short_warm = warm_steps is not None or warm_tolerance is not None
+    noise = SHORT_WARM_START_NOISE if short_warm else WARM_START_NOISE
 
     def probe(params, batch, key, v0=None):
         loss_at = lambda p: loss_fn(p, batch)
@@ -132,10 +144,12 @@ def make_probe(
         eig_key, trace_key, density_key, block_key = jax.random.split(key, 4)
 
         v0 = v0 if cfg.warm_start else None
-        max_steps = None
-        if v0 is not None and warm_steps is not None:
+        max_steps = top_tolerance = None
+        if v0 is not None and short_warm:
             is_warm = jnp.any(ravel_pytree(v0)[0] != 0)  # traced: no branch, a shorter loop
-            max_steps = jnp.where(is_warm, warm_steps, cfg.lanczos_steps)
+            max_steps = jnp.where(is_warm, warm_steps or cfg.lanczos_steps, cfg.lanczos_steps)
+            if warm_tolerance is not None:
+                top_tolerance = jnp.where(is_warm, warm_tolerance, -1.0)
         eig = eigenvalues_of(
             matvec,
             params,
@@ -146,6 +160,7 @@ def make_probe(
             v0=v0,
             warm_start_noise=noise,
             max_steps=max_steps,
+            top_tolerance=top_tolerance,
         )
         grad_flat, unravel = ravel_pytree(grad)
         grad_norm = jnp.linalg.norm(grad_flat)
