@@ -2,13 +2,16 @@
 
 Trains the default study (digits MLP, Adam, batch 128, 2000 steps) with probes off, keeping
 the parameters every 100 steps. At each of those points the reference is a cold 40-step
-Lanczos λmax on the probe batch (the whole training set). Then, for each warm budget k and
-warm-start noise, the in-loop probe (`make_probe` with `warm_steps=k`) is replayed along the
-same points in order, each probe starting from the previous one's top eigenvector (the first
-one cold, `lanczos_steps=20`, as in a run). The table gives, over the run, the largest
-relative and absolute error of λmax against the reference, and how many probes were within
-1e-3 (relative). Also: λmax on random subsets of the training set against the full set, the
-error a `probe.batch_size` costs. Run: `python benchmarks/sharpness_warm_start.py`.
+Lanczos λmax on the probe batch (the whole training set). Then the in-loop probe
+(`make_probe`) is replayed along the same points in order, each probe starting from the
+previous one's top eigenvector (the first one cold, with the preset's `lanczos_steps`, as in
+a run): for each fixed warm budget (`probe.warm_steps`, no tolerance) and warm-start noise,
+and for a budget of 8 with a stopping tolerance (`probe.warm_tolerance`: stop once a step
+raises λmax by at most that fraction). The tables give, over the run, the largest relative
+and absolute error of λmax against the reference, how many probes were within 1e-3
+(relative), and the mean number of warm Lanczos steps. Also: λmax on random subsets of the
+training set against the full set, the error a `probe.batch_size` costs.
+Run: `python benchmarks/sharpness_warm_start.py`.
 """
 
 from __future__ import annotations
@@ -26,13 +29,16 @@ HERE = Path(__file__).resolve().parent
 import lossbench.curvature.probe as probe_module  # noqa: E402
 from lossbench import compose  # noqa: E402
 from lossbench import curvature as cv  # noqa: E402
+from lossbench.curvature.operators import loss_grad_and_hessian_matvec  # noqa: E402
 from lossbench.probing import probe_batch  # noqa: E402
 from lossbench.problem import build_problem  # noqa: E402
 from lossbench.schema import freeze  # noqa: E402
 from lossbench.train import make_train, seed_keys  # noqa: E402
 
 BUDGETS = (1, 2, 3, 4, 5, 6, 8, 10)
-NOISES = (0.01, 0.1, 1.0)
+NOISES = (0.01, 1.0)
+TOLERANCES = (1e-3, 3e-4, 1e-4, 3e-5)
+TOLERANCE_BUDGET = 8
 TOLERANCE = 1e-3
 SUBSETS = (128, 256, 512, 1024)
 
@@ -66,25 +72,76 @@ def cold_lambda_max(problem, params, batch, seed, steps=40):
     return float(result.lambda_max)
 
 
+def warm_steps_taken(problem, probe_cfg, points, batch) -> list[int]:
+    """Lanczos steps of each warm probe along `points`: the probe's eigen-solve as
+    `make_probe` runs it (same start vectors, budget and tolerance), reporting its steps."""
+    noise = probe_module.SHORT_WARM_START_NOISE
+
+    @jax.jit
+    def solve(params, key, v0):
+        _, _, matvec = loss_grad_and_hessian_matvec(lambda q: problem.loss(q, batch), params)
+        eig_key = jax.random.split(key, 4)[0]  # as make_probe splits its key
+        result = cv.eigenvalues_of(
+            matvec, params, key=eig_key, lanczos_steps=probe_cfg.lanczos_steps, top_k=1,
+            bottom_k=0, v0=v0, warm_start_noise=noise, max_steps=probe_cfg.warm_steps,
+            top_tolerance=probe_cfg.warm_tolerance,
+        )  # fmt: skip
+        return result.steps, jax.tree_util.tree_map(lambda leaf: leaf[0], result.top_vectors)
+
+    taken, vector = [], None
+    for i, params in enumerate(points):
+        if vector is None:  # the cold first probe
+            _, vector = probe(probe_cfg, problem)(
+                params, batch, jax.random.PRNGKey(100), zeros_like(params)
+            )
+            continue
+        steps, vector = solve(params, jax.random.PRNGKey(100 + i), vector)
+        taken.append(int(steps))
+    return taken
+
+
+def zeros_like(tree):
+    return jax.tree_util.tree_map(jnp.zeros_like, tree)
+
+
+def probe(probe_cfg, problem):
+    return jax.jit(cv.make_probe(probe_cfg, problem.loss))
+
+
+def replay(probe_cfg, problem, points, batch, reference):
+    """λmax of the in-loop probe along `points`: (max relative error, max absolute error,
+    within-tolerance flags)."""
+    run = probe(probe_cfg, problem)
+    vector = zeros_like(points[0])
+    found = []
+    for i, p in enumerate(points):
+        record, vector = run(p, batch, jax.random.PRNGKey(100 + i), vector)
+        found.append(float(record["lambda_max"]))
+    error = np.abs(np.asarray(found) - reference)
+    relative = error / np.abs(reference)
+    return relative.max(), error.max(), relative <= TOLERANCE
+
+
 def main(output: Path | None, steps: int = 2000, every: int = 100) -> str:
     cfg, problem, points = trajectory([], steps, every)
     batch = jax.device_put(probe_batch(cfg, problem))
     reference = np.array([cold_lambda_max(problem, p, batch, i) for i, p in enumerate(points)])
-    sharpness = dataclasses.replace(cfg.probe, lanczos_steps=20, top_k=1, bottom_k=0)
+    sharpness = dataclasses.replace(cfg.probe, top_k=1, bottom_k=0, warm_tolerance=None)
     rows = []
     for noise in NOISES:
         probe_module.SHORT_WARM_START_NOISE = noise
         for budget in BUDGETS:
-            probe = jax.jit(cv.make_probe(with_warm_steps(sharpness, budget), problem.loss))
-            vector = jax.tree_util.tree_map(jnp.zeros_like, points[0])
-            found = []
-            for i, p in enumerate(points):
-                record, vector = probe(p, batch, jax.random.PRNGKey(100 + i), vector)
-                found.append(float(record["lambda_max"]))
-            error = np.abs(np.asarray(found) - reference)
-            relative = error / np.abs(reference)
-            rows.append((noise, budget, relative.max(), error.max(), (relative <= TOLERANCE)))
+            fixed = with_warm_steps(sharpness, budget)
+            rows.append((noise, budget, *replay(fixed, problem, points, batch, reference)))
     probe_module.SHORT_WARM_START_NOISE = 0.01
+    tolerance_rows = []
+    for tolerance in TOLERANCES:
+        adaptive = dataclasses.replace(
+            sharpness, warm_steps=TOLERANCE_BUDGET, warm_tolerance=tolerance
+        )
+        taken = warm_steps_taken(problem, adaptive, points, batch)
+        result = replay(adaptive, problem, points, batch, reference)
+        tolerance_rows.append((tolerance, *result, float(np.mean(taken)), max(taken)))
 
     train = problem.data.train
     n_train = next(iter(train.values())).shape[0]
@@ -103,10 +160,23 @@ def main(output: Path | None, steps: int = 2000, every: int = 100) -> str:
         "# Sharpness tracking with warm-started Lanczos",
         "",
         f"Default study (digits MLP, {problem.param_count:,} parameters, Adam, batch 128), "
-        f"{steps} steps, a probe every {every} ({len(points)} probes, the first cold with 20 "
-        "steps). Reference: cold 40-step Lanczos λmax on the whole training set "
-        f"({reference.min():.3g} to {reference.max():.3g} over the run). Written by "
-        "`benchmarks/sharpness_warm_start.py`.",
+        f"{steps} steps, a probe every {every} ({len(points)} probes, the first cold with "
+        f"{sharpness.lanczos_steps} steps). Reference: cold 40-step Lanczos λmax on the whole "
+        f"training set ({reference.min():.3g} to {reference.max():.3g} over the run). Written "
+        "by `benchmarks/sharpness_warm_start.py`.",
+        "",
+        f"## A warm budget of at most {TOLERANCE_BUDGET} steps, stopping once a step raises "
+        "λmax by at most the tolerance (`probe.warm_tolerance`; warm-start noise 0.01)",
+        "",
+        "| tolerance | max relative error | max absolute error "
+        f"| probes within {TOLERANCE:g} | mean warm steps | most warm steps |",
+        "|---:|---:|---:|---:|---:|---:|",
+        *[
+            f"| {tol:g} | {rel:.1e} | {ab:.1e} | {ok.sum()}/{ok.size} | {mean:.2f} | {most} |"
+            for tol, rel, ab, ok, mean, most in tolerance_rows
+        ],
+        "",
+        "## A fixed warm budget (`probe.warm_steps`, no tolerance)",
         "",
         "| warm-start noise | warm steps | max relative error | max absolute error "
         f"| probes within {TOLERANCE:g} |",
