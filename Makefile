@@ -47,6 +47,8 @@ experiments: $(STAMP)
 	$(BIN)/python experiments/deep_linear_stages.py --figure experiments/deep_linear_stages.png
 	$(BIN)/python experiments/batch_size_sharpness.py --figure experiments/batch_size_sharpness.png
 	$(BIN)/python experiments/init_scale_plateau.py --figure experiments/init_scale_plateau.png
+	$(BIN)/python experiments/label_noise_losses.py --figure experiments/label_noise_losses.png
+	$(BIN)/python experiments/hessian_outliers.py --figure experiments/hessian_outliers.png
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

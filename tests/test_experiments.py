@@ -75,6 +75,63 @@ def test_init_scale_plateau_follows_saxe_eq_11(tmp_path):
     np.testing.assert_allclose(shift, np.log(1e4) / 2, rtol=0.06)
 
 
+@pytest.mark.slow
+def test_bounded_losses_resist_flipped_labels(tmp_path):
+    """Masnadi-Shirazi & Vasconcelos (2008): a bounded loss (Savage; MAE on the softmax) loses
+    less test accuracy to flipped training labels than the convex cross-entropy, for a linear
+    classifier that cannot memorise them."""
+    label_noise = _experiment("label_noise_losses")
+    rows = label_noise.experiment(
+        tmp_path,
+        losses=("cross_entropy", "savage_multiclass", "mae_softmax"),
+        noise=(0.2, 0.4),
+        models=("linear",),
+        seeds=2,
+    )
+    acc = {(r["loss"], r["noise"]): r["test_accuracy"] for r in rows}
+    assert acc["savage_multiclass", 0.2] > acc["cross_entropy", 0.2] + 0.01
+    assert acc["mae_softmax", 0.2] > acc["cross_entropy", 0.2] + 0.03
+    assert acc["mae_softmax", 0.4] > acc["cross_entropy", 0.4] + 0.05
+    assert acc["savage_multiclass", 0.4] > acc["cross_entropy", 0.4] - 0.03
+
+
+@pytest.mark.slow
+def test_hessian_has_c_minus_1_outliers():
+    """Sagun et al. (2017), Papyan (2020): after a few steps of training a 10-class softmax
+    network, H and its Gauss-Newton part G have C − 1 = 9 eigenvalues above the bulk (the
+    largest gap among the top 30 is after the 9th); Lanczos finds them (checked against the
+    dense Hessian); the gradient lies far more in their span than in a random subspace."""
+    hessian = _experiment("hessian_outliers")
+    result = hessian.experiment(checkpoints=(20,), shown=20, slq_steps=30)
+    trained = result["rows"][-1]
+    assert (trained["h_gap_k"], trained["g_gap_k"]) == (9, 9)
+    assert trained["h_gap"] > 2.5 and trained["g_gap"] > 2.5
+    np.testing.assert_allclose(result["lanczos_top"][:10], result["dense_h"][:10], rtol=1e-3)
+    assert trained["overlap_c"] > 50 * trained["overlap_random_c"]
+    assert np.isclose(float(np.sum(result["density"].weights)), 1.0, atol=1e-4)
+
+
+def test_savage_multiclass_is_the_savage_loss_for_two_classes():
+    """Half the Brier score on the softmax is Masnadi-Shirazi & Vasconcelos's (2008) Savage
+    loss (1 − σ(2v))² of the score v = (z₁ − z₀)/2 when there are two classes."""
+    from lossbench.losses import LOSSES
+
+    label_noise = _experiment("label_noise_losses")
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (64, 2)).astype(np.float32)
+    labels = rng.integers(0, 2, 64)
+    score = (logits[:, 1:] - logits[:, :1]) / 2
+    np.testing.assert_allclose(
+        label_noise.savage_multiclass(logits, labels),
+        LOSSES["savage"].fn(score, labels),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    p_y = np.exp(logits[np.arange(64), labels]) / np.exp(logits).sum(1)
+    mae = label_noise.mae_softmax(logits, labels)
+    np.testing.assert_allclose(mae, 2 * (1 - p_y), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "name",
     [
