@@ -142,6 +142,8 @@ def test_savage_multiclass_is_the_savage_loss_for_two_classes():
         pytest.param("init_scale_plateau", marks=pytest.mark.slow),
         pytest.param("edge_of_stability", marks=pytest.mark.slow),
         pytest.param("deep_linear_stages", marks=pytest.mark.slow),
+        pytest.param("label_noise_losses", marks=pytest.mark.slow),
+        pytest.param("hessian_outliers", marks=pytest.mark.slow),
     ],
 )
 def test_scripts_write_only_where_told(name, tmp_path, monkeypatch):
@@ -170,4 +172,10 @@ def _tiny(module):
         return lambda out, **kw: original(out, steps=200, rates=(0.2,))
     if module.__name__ == "deep_linear_stages":
         return lambda out, **kw: original(out, steps=200)
+    if module.__name__ == "label_noise_losses":
+        return lambda out, **kw: original(
+            out, losses=("cross_entropy",), noise=(0.0, 0.4), models=("linear",), steps=100
+        )
+    if module.__name__ == "hessian_outliers":
+        return lambda **kw: original(checkpoints=(5,), shown=5, slq_steps=10, width=8)
     return lambda steps: original(steps=20)
