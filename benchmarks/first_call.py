@@ -102,15 +102,19 @@ def main(rounds: int, output: Path | None) -> str:
     cli_args = lambda tmp, tag: [  # noqa: E731
         "trainer.steps=100", "trainer.progress=false", f"hydra.run.dir={tmp}/run-{tag}",
     ]  # fmt: skip
+    load_start = os.getloadavg()
     cli = measure(CLI_SCRIPT, cli_args, rounds)
     top5 = measure(TOP5_SCRIPT, lambda tmp, tag: [str(HERE)], rounds)
+    load_end = os.getloadavg()
     lines = [
         "# First call: persistent compilation cache",
         "",
         f"Fresh process per figure, imports before the clock; {rounds} alternating rounds, "
         "medians; a ratio is the median of the within-round warm / cold. Wall time and the "
         "process's CPU time (user + system, all threads): on a loaded shared machine the CPU "
-        "time is the steadier figure. Written by `benchmarks/first_call.py`.",
+        "time is the steadier figure. Load average (1 min) on the machine: "
+        f"{load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end. Written by "
+        "`benchmarks/first_call.py`.",
         "",
         "| first call | clock | off (s) | cold cache (s) | warm cache (s) | warm / cold | target |",
         "|---|---|---:|---:|---:|---:|---|",
