@@ -126,7 +126,8 @@ def main(output: Path | None, steps: int = 2000, every: int = 100) -> str:
     cfg, problem, points = trajectory([], steps, every)
     batch = jax.device_put(probe_batch(cfg, problem))
     reference = np.array([cold_lambda_max(problem, p, batch, i) for i, p in enumerate(points)])
-    sharpness = dataclasses.replace(cfg.probe, top_k=1, bottom_k=0, warm_tolerance=None)
+    preset = freeze(compose("probe=sharpness")).probe  # as shipped: its cold lanczos_steps
+    sharpness = dataclasses.replace(preset, top_k=1, bottom_k=0, warm_tolerance=None)
     rows = []
     for noise in NOISES:
         probe_module.SHORT_WARM_START_NOISE = noise
