@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import time
 from pathlib import Path
@@ -75,20 +76,26 @@ def loss_fn(params, batch):
 
 
 def seconds(function, args):
-    start = time.perf_counter()
+    """(wall seconds, process CPU seconds) of one call."""
+    start, cpu = time.perf_counter(), time.process_time()
     jax.block_until_ready(function(*args))
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def interleaved_times(kernels: dict, rounds: int) -> dict[str, np.ndarray]:
-    """Time every kernel once per round, round-robin, after one warm-up (compile) call each."""
+def interleaved_times(kernels: dict, rounds: int):
+    """Time every kernel once per round, round-robin, after one warm-up (compile) call each:
+    `({name: wall seconds per round}, {name: CPU seconds per round})`."""
     for function, args in kernels.values():
         jax.block_until_ready(function(*args))
-    times = {name: [] for name in kernels}
+    wall = {name: [] for name in kernels}
+    cpu = {name: [] for name in kernels}
     for _ in range(rounds):
         for name, (function, args) in kernels.items():
-            times[name].append(seconds(function, args))
-    return {name: np.asarray(values) for name, values in times.items()}
+            w, c = seconds(function, args)
+            wall[name].append(w)
+            cpu[name].append(c)
+    as_arrays = lambda d: {name: np.asarray(values) for name, values in d.items()}  # noqa: E731
+    return as_arrays(wall), as_arrays(cpu)
 
 
 def flat_hessian(p, b):
@@ -127,6 +134,17 @@ def build_kernels(params, batch, key):
             run = jax.vmap(run, in_axes=(0, None, 0))
             return jax.jit(run), (stack(params, seeds), batch, jnp.stack([start] * seeds))
         return jax.jit(run), (params, batch, start)
+
+    def reorthogonalise_only(m):
+        """m classical Gram-Schmidt passes against an orthonormal (m + 1, n) basis: what
+        the kernel adds to the matvecs at every step (one pass; a second only when needed)."""
+        basis = jnp.linalg.qr(jax.random.normal(jax.random.PRNGKey(4), (n, m + 1)))[0].T
+
+        def run(q, x):
+            step = lambda _, w: (lambda u: u / jnp.linalg.norm(u))(w - (q @ w) @ q + x)  # noqa: E731
+            return jax.lax.fori_loop(0, m, step, x)
+
+        return jax.jit(run), (basis, start)
 
     def probe(m):
         cfg = freeze(dataclasses.replace(ProbeConfig(), lanczos_steps=m, top_k=1, bottom_k=0))
@@ -189,6 +207,7 @@ def build_kernels(params, batch, key):
         kernels[f"matfree|{m}"] = eigen(matfree_lanczos, m)
         kernels[f"lanczos|{m}"] = eigen(lanczos, m)
         kernels[f"probe|{m}"] = probe(m)
+    kernels["reorth|80"] = reorthogonalise_only(80)
     kernels["floor2|40"] = floor(40, seeds=2)
     kernels["lanczos2|40"] = eigen(lanczos, 40, seeds=2)
     kernels["trace_before"] = trace_before()
@@ -212,95 +231,82 @@ def main(rounds: int = 9, output: Path | None = None) -> str:
     x = jax.random.normal(jax.random.PRNGKey(1), (SAMPLES, SIZES[0]))
     labels = jax.random.randint(jax.random.PRNGKey(2), (SAMPLES,), 0, SIZES[-1])
     n = ravel_pytree(params)[0].size
-    t = interleaved_times(build_kernels(params, (x, labels), key), rounds)
+    load_start = os.getloadavg()
+    t, c = interleaved_times(build_kernels(params, (x, labels), key), rounds)
+    load_end = os.getloadavg()
 
-    def ratio(numerator, denominator):
-        """min / min: on a loaded machine the fastest repeat is the least disturbed one."""
-        return float(np.min(t[numerator]) / np.min(t[denominator]))
-
-    def unit(m):  # one linearized HVP inside a chain of m
-        return np.min(t[f"floor|{m}"]) / m
+    def ratios(numerator, denominator, scale=1.0):
+        """(wall, CPU) min / min: on a loaded machine the fastest repeat is the least
+        disturbed one; `scale` multiplies the denominator (m x a unit)."""
+        return tuple(float(np.min(d[numerator]) / (scale * np.min(d[denominator]))) for d in (t, c))
 
     rows = []
 
     def row(label, name, value, of, target=None):
+        """`value`: (wall ratio, CPU ratio); the verdict is on the wall ratio."""
         verdict = ""
         if target is not None:
-            verdict = f"<= {target:.2f}: " + ("yes" if value <= target else "**no**")
-        rows.append((label, 1e3 * float(np.min(t[name])), value, of, verdict))
+            verdict = f"<= {target:.2f}: " + ("yes" if value[0] <= target else "**no**")
+        rows.append((label, 1e3 * float(np.min(t[name])), *value, of, verdict))
 
-    row("gradient", "gradient", 1.0, "gradient")
-    row("HVP, jvp of grad, one call", "hvp_jvp", ratio("hvp_jvp", "gradient"), "gradient")
-    row(
-        "HVP, linearize + apply, one call",
-        "hvp_linearized",
-        ratio("hvp_linearized", "gradient"),
-        "gradient",
-    )
-    per_hvp = float(unit(80) / np.min(t["gradient"]))
-    rows.append(
-        (
-            "one linearized HVP in a chain of 80 (the floor unit)",
-            1e3 * float(unit(80)),
-            per_hvp,
-            "gradient",
-            f"<= {TARGETS['hvp']:.2f}: " + ("yes" if per_hvp <= TARGETS["hvp"] else "**no**"),
-        )
-    )
+    row("gradient", "gradient", (1.0, 1.0), "gradient")
+    row("HVP, jvp of grad, one call", "hvp_jvp", ratios("hvp_jvp", "gradient"), "gradient")
+    row("HVP, linearize + apply, one call", "hvp_linearized",
+        ratios("hvp_linearized", "gradient"), "gradient")  # fmt: skip
+    row("one linearized HVP in a chain of 80 (the floor unit)", "floor|80",
+        ratios("floor|80", "gradient", 80), "gradient", TARGETS["hvp"])  # fmt: skip
+    rows[-1] = (rows[-1][0], rows[-1][1] / 80, *rows[-1][2:])
     for m in STEPS:
         floor = f"floor|{m}"
-        row(f"floor: linearize + {m} chained HVPs", floor, 1.0, f"floor({m})")
+        row(f"floor: linearize + {m} chained HVPs", floor, (1.0, 1.0), f"floor({m})")
         row(f"before: matfree Arnoldi (2 passes), m={m}", f"matfree|{m}",
-            ratio(f"matfree|{m}", floor), f"floor({m})")  # fmt: skip
-        row(f"lossbench Lanczos, m={m}", f"lanczos|{m}", ratio(f"lanczos|{m}", floor),
+            ratios(f"matfree|{m}", floor), f"floor({m})")  # fmt: skip
+        row(f"lossbench Lanczos, m={m}", f"lanczos|{m}", ratios(f"lanczos|{m}", floor),
             f"floor({m})", TARGETS["lanczos"])  # fmt: skip
         row(f"make_probe (top-1, grad, loss), m={m}", f"probe|{m}",
-            ratio(f"probe|{m}", floor), f"floor({m})", TARGETS["lanczos"])  # fmt: skip
-        value = float(np.min(t[f"lanczos|{m}"]) / (m * np.min(t["hvp_linearized"])))
-        rows.append((f"lossbench Lanczos, m={m}, by the issue's unit", 1e3 * float(
-            np.min(t[f"lanczos|{m}"])), value, f"({m} x one-call linearized HVP)",
-            f"<= {TARGETS['lanczos']:.2f}: " + ("yes" if value <= TARGETS["lanczos"]
-                                                else "**no**")))  # fmt: skip
+            ratios(f"probe|{m}", floor), f"floor({m})", TARGETS["lanczos"])  # fmt: skip
+        row(f"lossbench Lanczos, m={m}, by the issue's unit", f"lanczos|{m}",
+            ratios(f"lanczos|{m}", "hvp_linearized", m),
+            f"({m} x one-call linearized HVP)", TARGETS["lanczos"])  # fmt: skip
+    row("its reorthogonalisation alone: 80 one-pass Gram-Schmidt against 81 rows",
+        "reorth|80", ratios("reorth|80", "floor|80"), "floor(80)")  # fmt: skip
     row("lossbench Lanczos vmapped over 2 seeds, m=40", "lanczos2|40",
-        ratio("lanczos2|40", "floor2|40"), "floor(40), 2 seeds", TARGETS["lanczos"])  # fmt: skip
-    trace_floor = TRACE_SAMPLES * unit(80)
+        ratios("lanczos2|40", "floor2|40"), "floor(40), 2 seeds", TARGETS["lanczos"])  # fmt: skip
     for label, name, target in (
         ("before: trace, matfree (one vmap of 600)", "trace_before", None),
         ("trace_of now (hutchinson, 600, batched)", "trace_now", TARGETS["trace"]),
         *[(f"trace, lax.map, batches of {s}", f"trace_batch|{s}", None) for s in TRACE_BATCHES],
     ):
-        value = float(np.min(t[name]) / trace_floor)
-        verdict = "" if target is None else f"<= {target:.2f}: " + ("yes" if value <= target
-                                                                    else "**no**")  # fmt: skip
-        rows.append((label, 1e3 * float(np.min(t[name])), value, "600 x floor unit", verdict))
+        row(label, name, ratios(name, "floor|80", TRACE_SAMPLES / 80), "600 x floor unit",
+            target)  # fmt: skip
     slq_floor = f"floor|{SLQ_STEPS}"
     for label, name in (
         ("SLQ 4 x 30, matfree engine, batched", "slq_matfree"),
         ("SLQ 4 x 30, lossbench kernel, batched", "slq_lanczos"),
         ("spectral_density_of now (4 x 30)", "slq_now"),
     ):
-        value = float(np.min(t[name]) / (SLQ_SAMPLES * np.min(t[slq_floor])))
-        rows.append((label, 1e3 * float(np.min(t[name])), value, "4 x floor(30)", ""))
+        row(label, name, ratios(name, slq_floor, SLQ_SAMPLES), "4 x floor(30)")
 
     lines = [
         "# Probe cost against its floor",
         "",
         f"MLP {' -> '.join(map(str, SIZES))} (tanh), {n:,} parameters, {SAMPLES} random samples,"
         f" cross-entropy, float32, jitted. Device: {jax.devices()[0].device_kind}"
-        f" ({platform.machine()}). {rounds} interleaved rounds after compilation; a ratio is the"
-        " ratio of the fastest repeats (min / min; the machine is shared and loaded)."
-        " floor(m) = linearize the gradient once"
-        " + m chained HVPs in a `fori_loop`; the floor unit is floor(80)/80. Lanczos rows"
-        f" compute the top Ritz value. `probe_batch_size` for 600 samples here:"
-        f" {probe_batch_size(n, TRACE_SAMPLES)}. Ratios are the figures; absolute times on a"
-        " shared 2-core CPU are noise. Written by `benchmarks/probe_cost_kernels.py`.",
+        f" ({platform.machine()}, {os.cpu_count()} cores). {rounds} interleaved rounds after"
+        " compilation; a ratio is the ratio of the fastest repeats (min / min), of wall time"
+        " and of the process's CPU time (all threads; the steadier figure when the machine is"
+        " shared). floor(m) = linearize the gradient once + m chained HVPs in a `fori_loop`;"
+        " the floor unit is floor(80)/80. Lanczos rows compute the top Ritz value."
+        f" `probe_batch_size` for 600 samples here: {probe_batch_size(n, TRACE_SAMPLES)}."
+        f" Load average (1 min) on the machine: {load_start[0]:.1f} at the start,"
+        f" {load_end[0]:.1f} at the end. Written by `benchmarks/probe_cost_kernels.py`.",
         "",
-        "| kernel | fastest ms | ratio | ratio of | target |",
-        "|---|---:|---:|---|---|",
+        "| kernel | fastest ms | wall ratio | CPU ratio | ratio of | target (wall) |",
+        "|---|---:|---:|---:|---|---|",
     ]
     lines += [
-        f"| {name} | {ms:.2f} | {value:.2f} | / {of} | {verdict} |"
-        for name, ms, value, of, verdict in rows
+        f"| {name} | {ms:.2f} | {wall:.2f} | {cpu:.2f} | / {of} | {verdict} |"
+        for name, ms, wall, cpu, of, verdict in rows
     ]
     lines.append("")
     table = "\n".join(lines)
