@@ -1,10 +1,13 @@
-"""The command line: bad input, sweeps loaded back as one frame, subcommands."""
+"""The command line: bad input, sweeps loaded back as one frame, subcommands.
+
+Most cases run `lossbench.cli.main` in this process (`cli_in_process`); the traceback, the
+sweeps, the joblib launcher and `lossbench --help` go through the console script."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import cli
+from conftest import cli, cli_in_process
 
 from lossbench.analysis import load_run, load_sweep, run_dirs
 
@@ -29,7 +32,7 @@ FAST = ["trainer.progress=false", "trainer.save_params=false"]
     ],
 )
 def test_bad_values_give_one_line_and_leave_no_run_dir(tmp_path, override, expected):
-    result = cli(*override.split(), *FAST, cwd=tmp_path)
+    result = cli_in_process(*override.split(), *FAST, cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
@@ -47,7 +50,7 @@ def test_bad_values_give_one_line_and_leave_no_run_dir(tmp_path, override, expec
     ],
 )
 def test_unknown_options_and_wrong_types_fail_at_compose(tmp_path, override, expected):
-    result = cli(override, *FAST, cwd=tmp_path)
+    result = cli_in_process(override, *FAST, cwd=tmp_path)
     assert result.returncode == 2  # a bad config, as a bad value (README: exit codes)
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
@@ -98,7 +101,7 @@ def test_a_four_run_sweep_loads_as_one_frame(tmp_path):
 
 
 def test_losses_subcommand_prints_the_property_table():
-    result = cli("losses")
+    result = cli_in_process("losses")
     assert result.returncode == 0
     for name in ("mse", "cross_entropy", "huber", "savage", "ctc", "triplet"):
         assert f"| {name} " in result.stdout
@@ -142,6 +145,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     assert sorted(frame["optimizer.lr"].unique()) == [0.001, 0.01]
 
 
+@pytest.mark.slow  # Hydra's group listing composes every group: ~10 s quiet
 def test_help_lists_the_subcommands_then_hydras_groups():
     from lossbench.cli import SUBCOMMANDS
 
@@ -151,6 +155,5 @@ def test_help_lists_the_subcommands_then_hydras_groups():
         assert f"lossbench {name} " in result.stdout
     assert "== Configuration groups ==" in result.stdout and "optimizer: " in result.stdout
     for name in SUBCOMMANDS:
-        sub = cli(name, "--help")
+        sub = cli_in_process(name, "--help")
         assert sub.returncode == 0 and sub.stdout.startswith(f"usage: lossbench {name}")
-

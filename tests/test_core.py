@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from conftest import compose_config, hydra_session, run_overrides
 
 from lossbench.problem import build_problem
-from lossbench.schema import freeze, registries
+from lossbench.schema import freeze, implied, registries
 
 
 def options(group: str) -> list[str]:
@@ -29,61 +30,102 @@ def test_option_lists_are_complete():
     assert len(NETWORK_INITS) >= 14
 
 
+@pytest.fixture(scope="module")
+def option_configs():
+    """Every init and every optimizer, each composed once (test_registry checks each option's
+    keys); the product swaps them into each model's composed config. None of them selects an
+    option of another group, so the swap is what composing `model=M init=I` would give."""
+    with hydra_session() as compose:
+        inits = {name: compose([f"init={name}"]).init for name in NETWORK_INITS}
+        optimizers = {
+            name: compose([f"optimizer={name}"]).optimizer for name in options("optimizer")
+        }
+    for group, chosen in (("init", inits), ("optimizer", optimizers)):
+        assert not any(implied(group, registries()[group][name]) for name in chosen), group
+    return inits, optimizers
+
+
+# Cells of the product that train for real; the rest are traced (`jax.eval_shape`) only.
+TRAINED_ON_EVERY_MODEL = ("sgd", "adam")
+TRAINED_WITH_EVERY_OPTIMIZER = "mlp"  # the cheapest network to compile
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model", NETWORK_MODELS)
-def test_every_model_init_optimizer_trains_a_few_steps(model):
-    """The full product: per model, every init's weights go through one compiled chunk per
-    optimizer (the chunk does not depend on the init, so it compiles once per optimizer)."""
+def test_every_model_init_optimizer_builds_and_a_few_train(model, option_configs):
+    """The full product, cheaply. Every init's weights are drawn and checked. Every optimizer's
+    compiled chunk is traced with `jax.eval_shape` (state and records keep their shapes and
+    dtypes; nothing compiles). A few cells train 4 steps, all inits at once (one row each):
+    sgd and adam on every model, every optimizer on the MLP; each row's figures are finite."""
     import jax
 
     from lossbench.train import TrainState, make_train
 
-    base = [
-        f"model={model}",
-        "probe=off",
-        "trainer.log_every=2",
-        "trainer.batch_size=64",
-        *(["model.widths=[16]"] if model == "mlp" else []),  # only the MLP has widths
-    ]
-    with hydra_session() as compose:
-        inits = {init: freeze(compose([*base, f"init={init}"])) for init in NETWORK_INITS}
-        optimizers = {o: freeze(compose([*base, f"optimizer={o}"])) for o in options("optimizer")}
-    weights = {}
-    for init, cfg in inits.items():
-        params = build_problem(cfg).init_params(jax.random.key(0))
+    inits, optimizers = option_configs
+    base = compose_config(
+        [
+            f"model={model}",
+            "probe=off",
+            "trainer.log_every=2",
+            "trainer.batch_size=64",
+            *(["model.widths=[16]"] if model == "mlp" else []),  # only the MLP has widths
+        ]
+    )
+
+    def cell(init: str, optimizer: str, rows: int = 1):
+        trainer = dataclasses.replace(base.trainer, seeds=rows)
+        return freeze(
+            dataclasses.replace(
+                base, init=inits[init], optimizer=optimizers[optimizer], trainer=trainer
+            )
+        )
+
+    weights = []
+    for init in NETWORK_INITS:
+        params = build_problem(cell(init, "sgd")).init_params(jax.random.key(0))
         kernels = [
             np.asarray(x)
             for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
             if "kernel" in jax.tree_util.keystr(path)
         ]
+        assert kernels, init
         if init == "zeros":
             assert all(np.all(k == 0) for k in kernels)
         else:
             assert all(np.std(k) > 0 for k in kernels), init
-        weights[init] = jax.tree_util.tree_map(lambda a: a[None], params)  # seed axis
-    for name, cfg in optimizers.items():
+        weights.append(params)
+    every_init = jax.tree_util.tree_map(lambda *a: np.stack(a), *weights)  # one row per init
+
+    trained = set(optimizers) if model == TRAINED_WITH_EVERY_OPTIMIZER else TRAINED_ON_EVERY_MODEL
+    for name in optimizers:
+        rows = len(weights) if name in trained else 1
+        cfg = cell(NETWORK_INITS[0], name, rows)
         problem = build_problem(cfg)
         trainer = make_train(problem, cfg.trainer)
         train, test = jax.device_put(problem.data.train), jax.device_put(problem.data.test)
-        # Krylov / two-gradient escapers cost ~10 HVPs a step: on the CNN, one init is enough
-        # (they are tested on MLPs and surfaces in test_escape.py).
-        expensive = model == "cnn" and name in ("saddle_free_newton", "sam")
-        for init, kept in weights.items():
-            if expensive and init != "lecun_normal":
-                continue
-            params = jax.tree_util.tree_map(lambda a: a.copy(), kept)  # the chunk donates it
-            state = TrainState(
-                params,
-                jax.vmap(problem.optimizer.tx.init)(params),
-                jax.random.split(jax.random.key(1), 1),
-                np.zeros(1, np.int32),
-                None,
-            )
-            state, out = trainer.chunk(state, train, test, {}, 4)
-            for metric in ("loss", "grad_norm", "update_norm", "param_norm"):
-                values = np.asarray(out["log"][metric])
-                assert np.isfinite(values).all(), (name, init, metric)
+        params = jax.tree_util.tree_map(lambda a, n=rows: a[:n], every_init)
+        state = TrainState(
+            params,
+            jax.vmap(problem.optimizer.tx.init)(params),
+            jax.random.split(jax.random.key(1), rows),
+            np.zeros(rows, np.int32),
+            None,
+        )
+        run = trainer.chunk if name in trained else trainer.chunk.eval_shape
+        new_state, out = run(state, train, test, {}, 4)
+        shapes = lambda tree: jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), tree)  # noqa: E731
+        assert shapes(new_state.params) == shapes(params), name
+        assert shapes(new_state.opt_state) == shapes(state.opt_state), name
+        for metric in ("loss", "grad_norm", "update_norm", "param_norm"):
+            record = out["log"][metric]
+            assert (record.shape, record.dtype) == ((rows, 2), np.float32), (name, metric)
+            if name in trained:
+                finite = np.isfinite(np.asarray(record)).all(axis=1)
+                failing = [init for init, ok in zip(NETWORK_INITS, finite, strict=True) if not ok]
+                assert not failing, (name, metric, failing)
 
 
+@pytest.mark.slow
 def test_the_runner_trains_every_model(tmp_path):
     for model in NETWORK_MODELS:
         summary, run_dir = run_overrides(
@@ -105,6 +147,7 @@ def test_the_runner_trains_every_model(tmp_path):
         assert np.isfinite(summary["final_loss"])
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tmp_path):
     overrides = ["probe=off", "trainer.steps=40", "trainer.batch_size=32", "trainer.seed=3"]
     _, first = run_overrides(tmp_path, overrides, "a")

@@ -73,6 +73,7 @@ def test_each_escaper_has_its_own_fields():
 # the strict saddle of x^2 - y^2 + y^4/4, through the real training path
 
 
+@pytest.mark.slow
 def test_surface_runs_escape_the_saddle(tmp_path):
     hessian = jax.hessian(escape_saddle)
 
@@ -251,6 +252,7 @@ def test_saddle_free_newton_moves_away_from_a_saddle_on_any_pytree():
 # networks
 
 
+@pytest.mark.slow
 def test_every_escaper_trains_an_mlp_on_digits(tmp_path):
     base = [
         "probe=off",

@@ -11,13 +11,13 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FAST, cli
+from conftest import FAST, cli_in_process
 
 import lossbench
 from lossbench.plots import REGIME_COLORS, plot_density, plot_main, plot_run, plot_surface_path
 
 matplotlib.use("Agg")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("figures")]  # one `runs` fixture
 
 RUNS = {
     "completed": ["model=mlp", "model.widths=[8]", "trainer.steps=60", "trainer.log_every=5"],
@@ -191,7 +191,7 @@ def test_surface_run_figures(runs):
 
 
 def test_plot_command_rejects_what_is_not_a_run(tmp_path, capsys):
-    result = cli("plot", str(tmp_path))
+    result = cli_in_process("plot", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"lossbench plot: {tmp_path} is not a run directory"

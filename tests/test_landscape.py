@@ -253,6 +253,10 @@ RUN = [
 ]
 
 
+# the tests of `saved_run` run on one xdist worker (`--dist loadgroup`): trained once
+SAVED_RUN_GROUP = pytest.mark.xdist_group("landscape_saved_run")
+
+
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory):
     """A two-seed run with its final parameters, and snapshots on a straight line to them."""
@@ -280,6 +284,7 @@ def _load(run_dir, name):
 
 
 @pytest.mark.slow
+@SAVED_RUN_GROUP
 def test_landscape_command_on_a_saved_run(saved_run, capsys):
     from lossbench.landscape import landscape_main
 
@@ -316,6 +321,7 @@ def test_landscape_command_on_a_saved_run(saved_run, capsys):
 
 
 @pytest.mark.slow
+@SAVED_RUN_GROUP
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -342,17 +348,19 @@ def test_landscape_command_rejects_bad_arguments_in_one_line(saved_run, capsys, 
 
 
 @pytest.mark.slow
+@SAVED_RUN_GROUP
 def test_lossbench_landscape_console_command(saved_run):
-    from conftest import cli
+    from conftest import cli, cli_in_process
 
     _, run_dir, _ = saved_run
     result = cli("landscape", str(run_dir), "grid=2")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: grid='2' is not allowed: an integer >= 3"
-    assert cli("landscape").returncode == 2  # usage
+    assert cli_in_process("landscape").returncode == 2  # usage
 
 
 @pytest.mark.slow
+@SAVED_RUN_GROUP
 def test_landscape_never_overwrites_files_it_did_not_write(saved_run, capsys):
     from lossbench.landscape import landscape_main
 

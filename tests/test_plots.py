@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from conftest import cli, run_overrides
+from conftest import cli_in_process, run_overrides
 
 from lossbench.plots import plot_run, plot_surface_path
 
@@ -30,7 +30,7 @@ def test_plot_run_and_surface_path_from_files(tmp_path):
     assert any("strict saddle" in t.get_text() for t in loss_axis.get_legend().get_texts())
     path = plot_surface_path(run_dir).axes[0].lines[0]
     np.testing.assert_allclose(path.get_xdata(), metrics.x_0)
-    result = cli("plot", str(run_dir))
+    result = cli_in_process("plot", str(run_dir))
     assert result.returncode == 0, result.stderr
     for name in ("run.png", "density.png", "path.png"):
         assert (run_dir / name).stat().st_size > 10_000

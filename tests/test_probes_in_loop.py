@@ -29,6 +29,7 @@ RUN = [
 ]
 
 
+@pytest.mark.slow
 def test_final_probe_matches_a_fresh_probe_on_the_saved_parameters(tmp_path):
     summary, run_dir = run_overrides(tmp_path, RUN)
     probes = pd.read_parquet(run_dir / "probes.parquet")
@@ -53,6 +54,7 @@ def test_final_probe_matches_a_fresh_probe_on_the_saved_parameters(tmp_path):
     assert last.loss == pytest.approx(summary["final_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_probe_columns_and_edge_of_stability_reference(tmp_path):
     _, run_dir = run_overrides(
         tmp_path, [*RUN[:-1], "optimizer=sgd", "optimizer.lr=0.05", "optimizer.momentum=0.9"]

@@ -65,6 +65,7 @@ def test_regime_at_a_point(tmp_path, model, point, regime):
         np.testing.assert_allclose([probes.lambda_max[0], probes.lambda_min[0]], [2, -2], 1e-6)
 
 
+@pytest.mark.slow
 def test_gd_stays_at_the_saddle_and_pgd_escapes_to_the_minimum(tmp_path):
     """Issue 11: PGD at a minimum read `oscillation` because it kept kicking; with Jin et
     al.'s (2017) termination it stops perturbing there and reads `minimum`."""

@@ -4,7 +4,6 @@ resume, isolated sweep jobs, exit codes. Each case of the issue's "What was seen
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import cli, run_overrides
+from conftest import cli, cli_in_process, run_overrides
 
 from lossbench.analysis import load_run, load_summary, load_sweep, sweep_table
 from lossbench.records import Divergence
@@ -50,7 +49,7 @@ def _one_error_line(result, starts: str) -> None:
 def test_a_directory_with_user_files_is_refused_and_left_alone(tmp_path, extra):
     project = tmp_path / "some" / "project"
     before = _user_project(project)
-    result = cli("hydra.run.dir=.", *extra, *TINY, cwd=project)
+    result = cli_in_process("hydra.run.dir=.", *extra, *TINY, cwd=project)
     assert result.returncode == 2
     _one_error_line(result, "error: hydra.run.dir=")
     assert "holds 2 entries: data, notes.txt" in result.stderr
@@ -60,9 +59,9 @@ def test_a_directory_with_user_files_is_refused_and_left_alone(tmp_path, extra):
 
 def test_a_bad_value_into_an_earlier_run_keeps_the_earlier_run(tmp_path):
     earlier = tmp_path / "earlier"
-    assert cli(f"hydra.run.dir={earlier}", *TINY, cwd=tmp_path).returncode == 0
+    assert cli_in_process(f"hydra.run.dir={earlier}", *TINY, cwd=tmp_path).returncode == 0
     before = _snapshot(earlier)
-    result = cli(f"hydra.run.dir={earlier}", "optimizer.lr=-1", *TINY, cwd=tmp_path)
+    result = cli_in_process(f"hydra.run.dir={earlier}", "optimizer.lr=-1", *TINY, cwd=tmp_path)
     assert result.returncode == 2
     assert _snapshot(earlier) == before
 
@@ -70,12 +69,12 @@ def test_a_bad_value_into_an_earlier_run_keeps_the_earlier_run(tmp_path):
 def test_a_bad_value_removes_only_what_this_invocation_created(tmp_path):
     empty = tmp_path / "made_by_user"
     empty.mkdir()
-    result = cli(f"hydra.run.dir={empty}", "optimizer.lr=-1", *TINY, cwd=tmp_path)
+    result = cli_in_process(f"hydra.run.dir={empty}", "optimizer.lr=-1", *TINY, cwd=tmp_path)
     _one_error_line(result, "error: optimizer.lr=-1.0 is not allowed")
     assert empty.is_dir() and not any(empty.iterdir())  # the user's folder stays, emptied
     keep = tmp_path / "parent"
     keep.mkdir()
-    result = cli(f"hydra.run.dir={keep}/a/b", "optimizer.lr=-1", *TINY, cwd=tmp_path)
+    result = cli_in_process(f"hydra.run.dir={keep}/a/b", "optimizer.lr=-1", *TINY, cwd=tmp_path)
     assert result.returncode == 2
     assert keep.is_dir() and not (keep / "a").exists()  # created parents go, the old one stays
 
@@ -95,13 +94,13 @@ def test_a_second_run_into_a_used_directory_is_refused_or_moves_the_first_aside(
         "probe.density_steps=10",
         *FAST,
     ]
-    assert cli(f"hydra.run.dir={run}", *first, cwd=tmp_path).returncode == 0
+    assert cli_in_process(f"hydra.run.dir={run}", *first, cwd=tmp_path).returncode == 0
     assert (run / "probes.parquet").exists() and (run / "spectra.npz").exists()
     before = _snapshot(run)
-    refused = cli(f"hydra.run.dir={run}", *TINY, cwd=tmp_path)
+    refused = cli_in_process(f"hydra.run.dir={run}", *TINY, cwd=tmp_path)
     assert refused.returncode == 2 and "trainer.overwrite=true" in refused.stderr
     assert _snapshot(run) == before
-    moved = cli(f"hydra.run.dir={run}", "trainer.overwrite=true", *TINY, cwd=tmp_path)
+    moved = cli_in_process(f"hydra.run.dir={run}", "trainer.overwrite=true", *TINY, cwd=tmp_path)
     assert moved.returncode == 0, moved.stderr
     previous = [p for p in run.iterdir() if p.name.startswith("previous-")]
     assert len(previous) == 1
@@ -217,8 +216,8 @@ def test_a_signal_stops_at_a_chunk_boundary_with_a_checkpoint_and_resumes(tmp_pa
 
 def test_resume_refuses_a_different_config_naming_the_keys(tmp_path):
     run = tmp_path / "run"
-    assert cli(f"hydra.run.dir={run}", *TINY, cwd=tmp_path).returncode == 0
-    result = cli(
+    assert cli_in_process(f"hydra.run.dir={run}", *TINY, cwd=tmp_path).returncode == 0
+    result = cli_in_process(
         f"hydra.run.dir={run}", *TINY, "optimizer.lr=0.5", "trainer.resume=true", cwd=tmp_path
     )
     assert result.returncode == 2
@@ -227,7 +226,8 @@ def test_resume_refuses_a_different_config_naming_the_keys(tmp_path):
 
 
 def test_resume_of_a_directory_without_a_run_is_refused(tmp_path):
-    result = cli(f"hydra.run.dir={tmp_path / 'none'}", "trainer.resume=true", *TINY, cwd=tmp_path)
+    none = tmp_path / "none"
+    result = cli_in_process(f"hydra.run.dir={none}", "trainer.resume=true", *TINY, cwd=tmp_path)
     assert result.returncode == 2
     _one_error_line(result, "error: trainer.resume=True is not allowed")
 
@@ -240,7 +240,8 @@ def test_resume_of_a_directory_without_a_run_is_refused(tmp_path):
 def test_a_sweep_with_one_bad_value_completes_the_others(tmp_path, launcher):
     sweep = tmp_path / "sweep"
     extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
-    result = cli(
+    run = cli if launcher == "joblib" else cli_in_process  # joblib: worker processes
+    result = run(
         "-m", "optimizer.lr=0.1,-1,0.01", f"hydra.sweep.dir={sweep}", *extra, *TINY, cwd=tmp_path
     )
     assert result.returncode == 1, result.stderr
@@ -276,14 +277,14 @@ def test_load_sweep_names_a_damaged_file_and_goes_on(tmp_path):
     ],
 )
 def test_keys_the_schema_does_not_have_are_refused(tmp_path, override, expected):
-    result = cli(override, *TINY, cwd=tmp_path)
+    result = cli_in_process(override, *TINY, cwd=tmp_path)
     assert result.returncode == 2
     _one_error_line(result, expected)
     assert not (tmp_path / "outputs").exists()
 
 
 def test_one_lanczos_step_is_refused(tmp_path):
-    result = cli(
+    result = cli_in_process(
         "probe=sharpness",
         "probe.lanczos_steps=1",
         "model.widths=[8]",
@@ -359,13 +360,13 @@ def test_gd_at_a_huge_step_with_cross_entropy_is_diverged(tmp_path):
 
 def test_diagnose_checks_thresholds_and_writes_beside_the_run(tmp_path):
     run = tmp_path / "run"
-    assert cli(f"hydra.run.dir={run}", *TINY, cwd=tmp_path).returncode == 0
+    assert cli_in_process(f"hydra.run.dir={run}", *TINY, cwd=tmp_path).returncode == 0
     before = _snapshot(run)
-    bad = cli("diagnose", str(run), "detect.grad_tol=-5", cwd=tmp_path)
+    bad = cli_in_process("diagnose", str(run), "detect.grad_tol=-5", cwd=tmp_path)
     assert bad.returncode == 2
     _one_error_line(bad, "error: detect.grad_tol=-5.0 is not allowed: a number > 0")
     assert _snapshot(run) == before
-    good = cli("diagnose", str(run), "detect.grad_tol=1e-2", cwd=tmp_path)
+    good = cli_in_process("diagnose", str(run), "detect.grad_tol=1e-2", cwd=tmp_path)
     assert good.returncode == 0, good.stderr
     assert _snapshot(run).items() >= before.items()  # the run's own files are untouched
     (out,) = [p for p in run.iterdir() if p.name.startswith("diagnosis-")]
@@ -374,7 +375,7 @@ def test_diagnose_checks_thresholds_and_writes_beside_the_run(tmp_path):
 
 
 def test_a_bad_threshold_is_refused_before_training(tmp_path):
-    result = cli("detect.window=0", *TINY, cwd=tmp_path)
+    result = cli_in_process("detect.window=0", *TINY, cwd=tmp_path)
     assert result.returncode == 2
     _one_error_line(result, "error: detect.window=0 is not allowed")
     assert not (tmp_path / "outputs").exists()
@@ -384,23 +385,26 @@ def test_a_bad_threshold_is_refused_before_training(tmp_path):
 
 
 def test_exit_codes_follow_the_table(tmp_path):
-    assert cli("optimizer=foo", *TINY, cwd=tmp_path).returncode == 2  # Hydra composition
-    assert cli("optimizer.lr=abc", *TINY, cwd=tmp_path).returncode == 2
-    assert cli("optimizer.lr=-1", *TINY, cwd=tmp_path).returncode == 2
+    # the console script's own exit status, for a Hydra composition error and a completed run
+    assert cli("optimizer=foo", *TINY, cwd=tmp_path).returncode == 2
     assert cli(*TINY, cwd=tmp_path).returncode == 0
+    assert cli_in_process("optimizer.lr=abc", *TINY, cwd=tmp_path).returncode == 2
+    assert cli_in_process("optimizer.lr=-1", *TINY, cwd=tmp_path).returncode == 2
 
 
 def test_an_exception_in_a_run_exits_1_and_records_failed(tmp_path, monkeypatch):
     """A failure that is not a config error: status `failed`, the reason, exit code 1."""
+    import lossbench.runner  # noqa: F401 (and the modules it imports)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom at chunk")
+
+    # the training loop raises: every lossbench module holding `metric_rows` gets `boom`
+    for name, module in list(sys.modules.items()):
+        if name.startswith("lossbench") and hasattr(module, "metric_rows"):
+            monkeypatch.setattr(module, "metric_rows", boom)
     run = tmp_path / "run"
-    hook = tmp_path / "sitecustomize.py"  # makes the subprocess's training step raise
-    hook.write_text(
-        "import lossbench.records as r\n"
-        "def boom(*a, **k):\n    raise RuntimeError('boom at chunk')\n"
-        "r.metric_rows = boom\nimport lossbench.runner as run\nrun.metric_rows = boom\n"
-    )
-    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    result = cli(f"hydra.run.dir={run}", *TINY, cwd=tmp_path, env=env)
+    result = cli_in_process(f"hydra.run.dir={run}", *TINY, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     _one_error_line(result, "error: RuntimeError: boom at chunk")
     summary = load_summary(run)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FAST, cli, run_overrides
+from conftest import FAST, cli, cli_in_process, run_overrides
 
 from lossbench.analysis import final_rows, load_sweep
 from lossbench.launchers.cluster import should_resume
@@ -24,6 +24,10 @@ from lossbench.report import FIGURE_FILE, REPORT_FILE, by_value, report_table, w
 
 TINY = ["model.widths=[8]", "probe=off", "trainer.steps=20", *FAST]
 LRS = (0.02, 0.05, 0.2)
+
+
+# the tests of the `sweep` fixture run on one xdist worker (`--dist loadgroup`): built once
+SWEEP_GROUP = pytest.mark.xdist_group("sweep")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +62,7 @@ def _markdown_rows(text: str, header_start: str) -> list[dict]:
     return rows
 
 
+@SWEEP_GROUP
 def test_the_report_table_rows_are_the_runs_summaries(sweep):
     path = write_report(sweep)
     assert path == sweep / REPORT_FILE
@@ -82,6 +87,7 @@ def test_the_report_table_rows_are_the_runs_summaries(sweep):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@SWEEP_GROUP
 def test_the_report_gives_final_figures_against_each_swept_value(sweep):
     table = report_table(sweep)
     assert [c for c in table.columns[:2]] == ["run", "optimizer.lr"]  # the only swept key
@@ -96,15 +102,17 @@ def test_the_report_gives_final_figures_against_each_swept_value(sweep):
     assert [float(r["optimizer.lr"]) for r in section] == sorted(LRS)
 
 
+@SWEEP_GROUP
 def test_report_subcommand_writes_next_to_the_sweep(sweep, tmp_path):
     (sweep / REPORT_FILE).unlink(missing_ok=True)
-    result = cli("report", str(sweep), cwd=tmp_path)
+    result = cli_in_process("report", str(sweep), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (sweep / REPORT_FILE).exists() and (sweep / FIGURE_FILE).exists()
     assert re.search(r"^2\s+completed\s+20\s", result.stdout, re.M)
-    assert cli("report", str(tmp_path / "nothing"), cwd=tmp_path).returncode == 2
+    assert cli_in_process("report", str(tmp_path / "nothing"), cwd=tmp_path).returncode == 2
 
 
+@SWEEP_GROUP
 def test_final_rows_give_every_seeds_last_step(sweep):
     frame = load_sweep(sweep)
     final = final_rows(frame)
