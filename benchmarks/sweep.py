@@ -58,6 +58,11 @@ def _on_duration(event: str, duration: float, **kwargs) -> None:
 jax.monitoring.register_event_duration_secs_listener(_on_duration)
 
 
+def compile_seconds() -> float:
+    """JAX's tracing, lowering and XLA compile time in this process so far."""
+    return _compile_s[0]
+
+
 def one_run(base: list[str], extra: list[str], run_dir: Path) -> dict:
     """Wall time (compose, build, compile, train, files), compile time (tracing, lowering and
     XLA compiling, from JAX's monitoring events) and steps/s once compiled, of one run."""

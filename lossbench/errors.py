@@ -19,4 +19,12 @@ class ConfigError(ValueError):
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
 
 
-__all__ = ["EXIT_BAD_CONFIG", "ConfigError"]
+def is_traced(value: Any) -> bool:
+    """True for a value a fused sweep traces (one compiled program for many values): its
+    checks ran on each job's concrete config before the trace, and Python cannot branch on it."""
+    import jax
+
+    return isinstance(value, jax.core.Tracer)
+
+
+__all__ = ["EXIT_BAD_CONFIG", "ConfigError", "is_traced"]

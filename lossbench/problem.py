@@ -9,7 +9,8 @@ allowed, before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -24,6 +25,8 @@ from lossbench.models import Model, make_model
 from lossbench.optimizers import Optimizer, make_optimizer
 from lossbench.registry import arguments, import_modules
 from lossbench.tasks import init_with_loss_params, objective_for, with_loss_params
+
+FUSED_GROUPS = ("optimizer", "init")  # config groups whose numbers can be traced (Problem.at)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Problem:
     penalty: Callable | None  # params -> scalar weight penalty, or None
     optimizer: Optimizer
     loss_name: str
+    rebuild: Callable | None = None  # (values) -> (optimizer, init_params) at other values
 
     @property
     def param_count(self) -> int:
@@ -62,6 +66,15 @@ class Problem:
     def metrics(self, params, batch) -> dict:
         value, outputs = self.loss_and_outputs(params, batch)
         return {"loss": value, **self.output_metrics(outputs, batch)}
+
+    def at(self, values: Mapping[str, Any]) -> Problem:
+        """This problem with `optimizer.*` / `init.*` config values replaced (dotted path ->
+        value): the optimizer and the init built again from them. A fused sweep calls it
+        inside the compiled program with traced values, one per job."""
+        if not values:
+            return self
+        optimizer, init_params = self.rebuild(values)
+        return dataclasses.replace(self, optimizer=optimizer, init_params=init_params)
 
     def step_metrics(self, params) -> dict:
         """Extra per-step metrics the model declares (a surface's coordinates x_0, x_1, ...)."""
@@ -98,12 +111,29 @@ def build_problem(cfg) -> Problem:
     extra = loss.init_extra(cfg.loss)  # the loss's own trainable parameters (multitask)
     if extra:
         model = with_loss_params(model, extra)
-    init_params = make_init(cfg.init, model)
-    if extra:
-        init_params = init_with_loss_params(init_params, extra)
+
+    def make_init_params(init_cfg):
+        init_params = make_init(init_cfg, model)
+        return init_with_loss_params(init_params, extra) if extra else init_params
+
+    init_params = make_init_params(cfg.init)
     predict, loss_on_outputs, output_metrics = objective.make(model)
     _check_trainer(cfg.trainer, data)
     optimizer = make_optimizer(cfg.optimizer, cfg.trainer.steps)
+
+    def rebuild(values: Mapping[str, Any]):
+        unknown = [k for k in values if k.split(".")[0] not in FUSED_GROUPS]
+        if unknown:
+            raise ValueError(f"only {FUSED_GROUPS} values can change inside a program: {unknown}")
+        changed = with_values(cfg, values)
+        groups = {k.split(".")[0] for k in values}
+        return (
+            make_optimizer(changed.optimizer, cfg.trainer.steps)
+            if "optimizer" in groups
+            else optimizer,
+            make_init_params(changed.init) if "init" in groups else init_params,
+        )
+
     return Problem(
         data=data,
         model=model,
@@ -114,7 +144,21 @@ def build_problem(cfg) -> Problem:
         penalty=_weight_penalty(cfg.loss),
         optimizer=optimizer,
         loss_name=loss.name,
+        rebuild=rebuild,
     )
+
+
+def with_values(cfg: Any, values: Mapping[str, Any]) -> Any:
+    """The frozen config `cfg` with the dotted paths of `values` set (`{"optimizer.lr": 0.1}`)."""
+    for path, value in values.items():
+        cfg = _replace_path(cfg, path.split("."), value)
+    return cfg
+
+
+def _replace_path(node: Any, keys: list[str], value: Any) -> Any:
+    head, *rest = keys
+    new = _replace_path(getattr(node, head), rest, value) if rest else value
+    return dataclasses.replace(node, **{head: new})
 
 
 def _check_trainer(t, data: Dataset):

@@ -8,26 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
 from lossbench.diagnosis import diagnose_run
 from lossbench.errors import ConfigError
+from lossbench.job import Job, rows_of
 from lossbench.probing import fit_probe, make_probe_fn, probe_batch
-from lossbench.problem import build_problem
-from lossbench.records import Divergence, metric_rows, probe_rows
-from lossbench.results import SUMMARY_FILE, Checkpoints, RunWriter, versions
+from lossbench.problem import Problem, build_problem
+from lossbench.results import SUMMARY_FILE
 from lossbench.rundir import check_same_config, claim_run_dir, config_record
 from lossbench.schema import freeze
-from lossbench.snapshots import save_snapshot
 from lossbench.stopping import StopOnSignals
 from lossbench.train import TrainState, make_train, seed_keys
 
@@ -118,15 +117,31 @@ def _check_run(cfg) -> None:
         raise ConfigError("trainer.snapshot_every", t.snapshot_every, "0 (none) or more steps")
 
 
-def _state_tree(state: TrainState) -> dict:
-    """The training state as a checkpointable tree (PRNG keys as their raw data)."""
-    tree = state._asdict()
-    tree["key"] = jax.random.key_data(state.key)
-    return tree
+@dataclass(frozen=True)
+class Prepared:
+    """A config checked and built: what a run of it trains (nothing written yet)."""
+
+    cfg: Any  # frozen, probe sizes fitted to the problem
+    record: dict  # the config as written to summary.json and .hydra/config.yaml
+    problem: Problem
+    length: int  # steps per compiled call
 
 
-def _from_tree(tree: dict) -> TrainState:
-    return TrainState(**{**tree, "key": jax.random.wrap_key_data(tree["key"])})
+def prepare(cfg) -> Prepared:
+    """Check every value of `cfg` and build its problem; `ConfigError` on a bad value."""
+    record = config_record(cfg)
+    cfg = freeze(cfg)
+    _check_run(cfg)
+    problem = build_problem(cfg)
+    cfg = dataclasses.replace(cfg, probe=fit_probe(cfg.probe, problem))
+    length = chunk_length(cfg)
+    if cfg.trainer.snapshot_every % length:
+        raise ConfigError(
+            "trainer.snapshot_every",
+            cfg.trainer.snapshot_every,
+            f"a multiple of the chunk ({length} steps)",
+        )
+    return Prepared(cfg, record, problem, length)
 
 
 def run(cfg, run_dir: str | Path, *, claimed: bool = False) -> dict:
@@ -138,92 +153,121 @@ def run(cfg, run_dir: str | Path, *, claimed: bool = False) -> dict:
     caller (the command line) has claimed it already.
     """
     t_start = time.perf_counter()
-    run_dir = Path(run_dir)
-    record = config_record(cfg)
-    cfg = freeze(cfg)
-    t = cfg.trainer
-    _check_run(cfg)
-    problem = build_problem(cfg)
-    cfg = dataclasses.replace(cfg, probe=fit_probe(cfg.probe, problem))
-    length = chunk_length(cfg)
-    if t.snapshot_every % length:
-        raise ConfigError(
-            "trainer.snapshot_every", t.snapshot_every, f"a multiple of the chunk ({length} steps)"
-        )
-    probe_fn = make_probe_fn(cfg, problem)
-    trainer = make_train(problem, cfg.trainer, probe_fn)
-    seed_ids = list(range(t.seed, t.seed + t.seeds))
+    return run_group([prepare(cfg)], [run_dir], claimed=claimed, t_start=t_start)[0]
 
-    resuming = t.resume and (run_dir / SUMMARY_FILE).exists()
-    if resuming:
-        check_same_config(json.loads((run_dir / SUMMARY_FILE).read_text())["config"], record)
+
+def row_inputs(jobs: Sequence[Prepared], traced: Sequence[str], rows: int) -> tuple:
+    """The PRNG key and the traced values of every row: each job's seeds in turn, then
+    copies of the last row up to `rows` (padding, whose results nobody reads)."""
+    keys = jnp.concatenate([seed_keys(j.cfg.trainer.seed, j.cfg.trainer.seeds) for j in jobs])
+    values = {
+        path: np.concatenate(
+            [np.full(j.cfg.trainer.seeds, config_value(j.cfg, path), np.float32) for j in jobs]
+        )
+        for path in traced
+    }
+    pad = rows - keys.shape[0]
+    if pad < 0:
+        raise ValueError(f"{keys.shape[0]} rows do not fit in {rows}")
+    if pad:
+        keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad)])
+        values = {k: np.concatenate([v, np.repeat(v[-1:], pad)]) for k, v in values.items()}
+    return keys, {k: jnp.asarray(v) for k, v in values.items()}
+
+
+def config_value(cfg, path: str):
+    for key in path.split("."):
+        cfg = getattr(cfg, key)
+    return cfg
+
+
+def run_group(
+    jobs: Sequence[Prepared],
+    run_dirs: Sequence[str | Path],
+    *,
+    traced: Sequence[str] = (),
+    rows: int | None = None,
+    sharding=None,
+    claimed: bool = False,
+    t_start: float | None = None,
+) -> list[dict]:
+    """Train `jobs` as one compiled program, each into its run directory; their summaries.
+
+    The jobs differ only in their seeds and in the values of the `traced` config paths
+    (`Problem.at`); one job is a plain run. Each job's files are those of a run of its own
+    config (`lossbench.job`). `rows` pads the row axis (a fixed program size across batches
+    of a sweep, a multiple of the devices); `sharding` places it on devices.
+    """
+    t_start = time.perf_counter() if t_start is None else t_start
+    first = jobs[0]
+    cfg, problem, length = first.cfg, first.problem, first.length
+    t = cfg.trainer
+    n_rows = sum(j.cfg.trainer.seeds for j in jobs)
+    rows = rows or n_rows
+    probe_fn = make_probe_fn(cfg, problem)
+    trainer = make_train(problem, t, probe_fn, rows=rows)
+    row_keys, hyper = row_inputs(jobs, traced, rows)
+    if sharding is not None:
+        row_keys, hyper = jax.device_put((row_keys, hyper), sharding)
+
+    offsets = np.cumsum([0] + [j.cfg.trainer.seeds for j in jobs])
+    run_dirs = [Path(d) for d in run_dirs]
+    resuming = [
+        j.cfg.trainer.resume and (d / SUMMARY_FILE).exists()
+        for j, d in zip(jobs, run_dirs, strict=True)
+    ]
+    for job, run_dir, resumes in zip(jobs, run_dirs, resuming, strict=True):
+        if resumes:
+            check_same_config(
+                json.loads((run_dir / SUMMARY_FILE).read_text())["config"], job.record
+            )
+    if any(resuming) and not all(resuming):
+        raise ConfigError("trainer.resume", True, "every job of a fused group resumable, or none")
     if not claimed:
-        claim_run_dir(run_dir, resume=t.resume, overwrite=t.overwrite, key="run_dir")
-    writer = RunWriter(run_dir)
-    _record_config(record, run_dir)
-    checkpoints = Checkpoints(run_dir, keep=t.keep_checkpoints)
-    divergence = Divergence(t.seeds, t.blowup, t.diverged_ratio)
-    recorded_after = [False] * t.seeds
+        for job, run_dir in zip(jobs, run_dirs, strict=True):
+            t_job = job.cfg.trainer
+            claim_run_dir(run_dir, resume=t_job.resume, overwrite=t_job.overwrite, key="run_dir")
+    group = []
+    for i, (job, run_dir) in enumerate(zip(jobs, run_dirs, strict=True)):
+        _record_config(job.record, run_dir)
+        group.append(
+            Job(
+                job.cfg, job.record, run_dir, slice(offsets[i], offsets[i + 1]), problem.param_count
+            )
+        )
+    if traced or len(jobs) > 1:
+        for job in group:
+            job.summary["fused"] = {"jobs": len(jobs), "rows": rows, "traced": list(traced)}
     train = jax.device_put(problem.data.train)
     test = jax.device_put(problem.data.test)
     probe_data = jax.device_put(probe_batch(cfg, problem))
-    summary = {
-        "status": "running",
-        "steps_completed": 0,
-        "steps": t.steps,
-        "seeds": seed_ids,
-        "n_params": problem.param_count,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "versions": versions(),
-        "config": record,
-    }
     done, first_chunk_s, stop = 0, None, None
     t_train = time.perf_counter()
 
-    def heartbeat(**changes) -> None:
-        summary.update(changes, heartbeat=time.time())
-        writer.write_summary(summary)
-
-    def snapshot(state, step) -> None:
-        """The parameters at `step` into snapshots/ (trainer.snapshot_every; the final step too)."""
-        if t.snapshot_every and (step % t.snapshot_every == 0 or step == t.steps):
-            save_snapshot(run_dir, step, jax.device_get(state.params))
-
-    def checkpoint(state, step) -> None:
-        host = {
-            "steps_completed": step,
-            "divergence": divergence.state(),
-            "recorded_after": recorded_after,
-        }
-        checkpoints.save(step, _state_tree(state), host)
+    def live() -> list[Job]:
+        return [job for job in group if job.active]
 
     try:
-        state = trainer.init(seed_keys(t.seed, t.seeds))
-        if resuming:
-            step = checkpoints.latest_step()
-            if step is None:
-                raise ConfigError(
-                    "trainer.resume", True, f"a run with a checkpoint ({run_dir} has none)"
-                )
-            tree, host = checkpoints.restore(step, like=_state_tree(state))
-            state, done = _from_tree(tree), int(host["steps_completed"])
-            divergence.restore(host["divergence"])
-            recorded_after = list(host["recorded_after"])
-            writer.restore(done)
-            summary["resumed_from"] = done
+        state = trainer.init(row_keys, hyper)
+        if any(resuming):
+            state, done = _restore(group, state)
         else:
-            snapshot(state, 0)
-        if not resuming and trainer.probe is not None:
-            state, probe = trainer.probe(state, probe_data)
-            writer.probes.append(probe_rows(probe, 0, seed_ids, divergence, writer, recorded_after))
-            writer.flush()
-        heartbeat(steps_completed=done)
+            for job in group:
+                job.snapshot(state, 0)
+        if not any(resuming) and trainer.probe is not None:
+            state, probe = trainer.probe(state, probe_data, hyper)
+            probe = jax.device_get(probe)
+            for job in group:
+                job.record_probe(probe, 0)
+                job.writer.flush()
+        for job in group:
+            job.heartbeat(steps_completed=done)
 
         def dispatch(state, start):
             n = min(length, t.steps - start)
             layout = chunk_layout(n, t.log_every, last=start + n == t.steps)
-            return trainer.chunk(state, train, test, probe_data, layout), start, n, layout
+            out = trainer.chunk(state, train, test, probe_data, layout, hyper)
+            return out, start, n, layout
 
         with StopOnSignals() as stop, _progress(t.progress, t.steps) as update:
             pending = dispatch(state, done) if done < t.steps else None
@@ -236,60 +280,97 @@ def run(cfg, run_dir: str | Path, *, claimed: bool = False) -> dict:
                 pending = None
                 if done < t.steps and not due and stop.requested is None:
                     pending = dispatch(state, done)
-                losses = np.asarray(out["loss"])
-                divergence.update(losses, start)
+                out = jax.device_get(out)
                 logged = logged_steps(start, layout, t.log_every)
-                writer.metrics.append(metric_rows(out, logged, start, seed_ids, divergence))
-                if "probe" in out:
-                    writer.probes.append(
-                        probe_rows(out["probe"], done, seed_ids, divergence, writer, recorded_after)
-                    )
-                writer.flush()
-                snapshot(state, done)
+                for job in live():
+                    job.record_chunk(out, start, logged)
+                    job.snapshot(state, done)
                 elapsed, tic = time.perf_counter() - tic, time.perf_counter()
                 first_chunk_s = first_chunk_s or elapsed
-                heartbeat(steps_completed=done)
-                last = losses[:, -1][np.isfinite(losses[:, -1])]
+                for job in live():
+                    job.heartbeat(steps_completed=done)
+                last = out["loss"][:n_rows, -1]
+                last = last[np.isfinite(last)]
                 update(
                     completed=done,
                     loss=f"{last.mean():.4g}" if last.size else "nan",
                     rate=f"{n / elapsed:,.0f}",
                 )
-                if divergence.all:
-                    summary["status"] = "diverged"
+                for job in live():
+                    if job.divergence.all:
+                        job.summary["status"] = "diverged"
+                        job.stop(state)
+                if not live():
                     break
                 if stop.requested is not None:
-                    summary.update(status="interrupted", signal=stop.requested.name)
-                    checkpoint(state, done)
+                    for job in live():
+                        job.summary.update(status="interrupted", signal=stop.requested.name)
+                        job.checkpoint(state, done)
                     break
                 if due and done < t.steps:
-                    checkpoint(state, done)
+                    for job in live():
+                        job.checkpoint(state, done)
                 if pending is None and done < t.steps:
                     pending = dispatch(state, done)
     except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep what the files hold
-        summary.update(status="interrupted", signal="SIGINT")
+        for job in live():
+            job.summary.update(status="interrupted", signal="SIGINT")
     except Exception as exc:
-        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-        writer.flush()
-        summary.update(_timing(done, t_train, first_chunk_s, t_start))
-        heartbeat()
-        checkpoints.close()
+        timing = _timing(done, t_train, first_chunk_s, t_start)
+        for job in group:
+            job.fail(exc)
+            job.summary.update(timing, steps_completed=job.done)
+            job.heartbeat()
+            job.checkpoints.close()
         raise
-    summary.update(_timing(done, t_train, first_chunk_s, t_start))
+    for job in live():
+        job.stop(state)
+    return [_finish(job, trainer, train, test, t_train, first_chunk_s, t_start) for job in group]
+
+
+def _restore(group: list[Job], state: TrainState) -> tuple[TrainState, int]:
+    """Every job's rows from its last checkpoint (all at one step) into the group's state."""
+    steps = {job.checkpoints.latest_step() for job in group}
+    if None in steps:
+        missing = next(job.run_dir for job in group if job.checkpoints.latest_step() is None)
+        raise ConfigError("trainer.resume", True, f"a run with a checkpoint ({missing} has none)")
+    if len(steps) > 1:
+        raise ConfigError(
+            "trainer.resume",
+            True,
+            f"jobs of one fused group checkpointed at one step (found {sorted(steps)}): "
+            "resume them one by one with `lossbench resume RUN_DIR`",
+        )
+    done = 0
+    for job in group:
+        mine, done = job.restore(rows_of(state, job.rows))
+        state = jax.tree_util.tree_map(lambda a, b, r=job.rows: a.at[r].set(b), state, mine)
+    return state, done
+
+
+def _finish(job: Job, trainer, train, test, t_train, first_chunk_s, t_start) -> dict:
+    """A job's summary once it stopped: status, timing, final figures, diagnosis."""
+    t = job.cfg.trainer
+    summary = job.summary
+    summary.update(_timing(job.done, t_train, first_chunk_s, t_start))
     if summary["status"] == "running":
-        divergence.settle(done)
-        summary["status"] = "diverged" if divergence.all else "completed"
-    summary["diverged_seeds"] = [seed for s, seed in enumerate(seed_ids) if divergence.step[s] >= 0]
-    summary["diverged_at"] = [int(v) for v in divergence.step if v >= 0]
+        job.divergence.settle(job.done)
+        summary["status"] = "diverged" if job.divergence.all else "completed"
+    seeds = job.seed_ids
+    summary["diverged_seeds"] = [
+        seed for s, seed in enumerate(seeds) if job.divergence.step[s] >= 0
+    ]
+    summary["diverged_at"] = [int(v) for v in job.divergence.step if v >= 0]
     if summary["status"] in ("completed", "diverged"):
-        summary.update(_final_figures(trainer, state, train, test, seed_ids, divergence))
+        summary.update(_final_figures(job, trainer, train, test))
         if t.save_params:
-            checkpoint(state, done)
-    checkpoints.close()
-    summary["warnings"] = _probe_warnings(writer)
-    summary = diagnose_run(run_dir, cfg.detect, summary, print_table=t.progress)
+            job.save_final()
+    job.checkpoints.close()
+    summary["warnings"] = job.probe_warnings()
+    summary = diagnose_run(job.run_dir, job.cfg.detect, summary, print_table=t.progress)
     summary["wall_time_s"] = time.perf_counter() - t_start
-    heartbeat()
+    job.summary = summary
+    job.heartbeat()
     return summary
 
 
@@ -304,40 +385,17 @@ def _timing(done, t_train, first_chunk_s, t_start) -> dict:
     }
 
 
-def _probe_warnings(writer: RunWriter) -> list[str]:
-    """Probes whose top Ritz pair has not converged (residual > 1% of |lambda_max|)."""
-    path = writer.probes.path
-    if not path.exists():
-        return []
-    probes = pd.read_parquet(path, columns=None)
-    if "res_top_1" not in probes or "lambda_max" not in probes:
-        return []
-    ratio = probes["res_top_1"].abs() / probes["lambda_max"].abs().clip(lower=1e-30)
-    worst = ratio.idxmax() if ratio.notna().any() else None
-    if worst is None or ratio[worst] <= 1e-2:
-        return []
-    return [
-        f"probe: the top Ritz pair has residual {probes['res_top_1'][worst]:.3g} "
-        f"({ratio[worst]:.0%} of |lambda_max|) at step {int(probes['step'][worst])}: "
-        "raise probe.lanczos_steps"
-    ]
-
-
-def _final_figures(trainer, state, train, test, seed_ids, divergence) -> dict:
-    figures = {}
+def _final_figures(job: Job, trainer, train, test) -> dict:
+    """The final evaluation of a job's rows on the training and the held-out data."""
+    params = job.final_state.params
+    values = {}
     for prefix, data in (("final_", train), ("final_test_", test)):
-        if not data:
-            continue
-        values = {k: np.asarray(v) for k, v in trainer.evaluate(state.params, data).items()}
-        for k, v in values.items():
-            alive = [v[s] for s in range(len(seed_ids)) if divergence.step[s] < 0]
-            figures[f"{prefix}{k}"] = float(np.mean(alive)) if alive else float("nan")
-            figures[f"{prefix}{k}_per_seed"] = v.tolist()
+        if data:
+            values[prefix] = {k: np.asarray(v) for k, v in trainer.evaluate(params, data).items()}
+    surface = None
     if not train:  # a model that is its own loss (a surface): where the run ended
-        leaves = jax.tree_util.tree_leaves(state.params)
-        point = np.concatenate([np.asarray(v).reshape(len(seed_ids), -1) for v in leaves], 1)
-        figures["final_point"] = point.tolist()
-        loss = np.asarray(trainer.evaluate(state.params, {})["loss"])
-        figures["final_loss"] = float(np.mean(loss))
-        figures["final_loss_per_seed"] = loss.tolist()
-    return figures
+        n = len(job.seed_ids)
+        leaves = jax.tree_util.tree_leaves(params)
+        point = np.concatenate([np.asarray(v).reshape(n, -1) for v in leaves], 1)
+        surface = (point, np.asarray(trainer.evaluate(params, {})["loss"]))
+    return job.final_figures(values, surface)

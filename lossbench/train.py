@@ -2,8 +2,10 @@
 
 A chunk is a `lax.scan` over training steps (minibatches drawn inside the compiled code),
 evaluated on held-out data at every `trainer.log_every`-th step, and, when probes are on,
-followed by one curvature probe, all in one compiled call. Seeds run together under
-`jax.vmap` (a leading seed axis on the state). The host touches results once per chunk.
+followed by one curvature probe, all in one compiled call. Rows run together under
+`jax.vmap` (a leading row axis on the state): the seeds of a run, or the jobs x seeds of a
+fused sweep, each row with its own values of the traced hyperparameters (`hyper`: dotted
+config path -> one value per row, see `Problem.at`). The host touches results once per chunk.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ class TrainState(NamedTuple):
 class Trainer:
     """Compiled, seed-vmapped entry points. Arrays live on device between calls."""
 
-    init: Callable  # (seed_keys) -> TrainState with a leading seed axis
-    chunk: Callable  # (state, train, test, probe_batch, layout) -> (state, records)
-    probe: Callable | None  # (state, probe_batch) -> probe records
+    init: Callable  # (row_keys, hyper=None) -> TrainState with a leading row axis
+    chunk: Callable  # (state, train, test, probe_batch, layout, hyper=None) -> (state, records)
+    probe: Callable | None  # (state, probe_batch, hyper=None) -> (state, probe records)
     evaluate: Callable  # (params, batch) -> dict of (seeds,) arrays
 
 
@@ -49,7 +51,9 @@ def _sampler(batch_size: int | None):
     return sample
 
 
-def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) -> Trainer:
+def make_train(
+    problem: Problem, trainer_cfg, probe_fn: Callable | None = None, rows: int | None = None
+) -> Trainer:
     """Pure training functions for `problem`.
 
     Args:
@@ -57,26 +61,29 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
       trainer_cfg: the frozen `trainer` config (batch_size, log_every, eval).
       probe_fn: `probe(params, batch, key, v0) -> (record, v_next)` from
         `lossbench.curvature.make_probe`, or None for no probes.
+      rows: the length of the row axis (default `trainer_cfg.seeds`).
     """
-    tx = problem.optimizer.tx
     sample = _sampler(trainer_cfg.batch_size if problem.data.train else None)  # no data: none
     log_every = trainer_cfg.log_every
     evaluate_test = trainer_cfg.eval and bool(problem.data.test)
     grad_of = jax.value_and_grad(problem.loss_and_outputs, has_aux=True)
 
-    def init(key):
+    def init(key, hyper):
         k_params, k_train = jax.random.split(key)
-        params = problem.init_params(k_params)
+        at = problem.at(hyper)
+        params = at.init_params(k_params)
         # a zero vector means a cold (random) start for the first probe's Lanczos run
         vector = jax.tree_util.tree_map(jnp.zeros_like, params) if probe_fn is not None else None
-        return TrainState(params, tx.init(params), k_train, jnp.zeros((), jnp.int32), vector)
+        opt_state = at.optimizer.tx.init(params)
+        return TrainState(params, opt_state, k_train, jnp.zeros((), jnp.int32), vector)
 
-    def train_step(state: TrainState, train, log: bool):
+    def train_step(state: TrainState, hyper, train, log: bool):
         """One optimizer step; on a log step (`log`) also the norms and metrics of it."""
+        optimizer = problem.at(hyper).optimizer
         key, k_batch, k_opt = jax.random.split(state.key, 3)
         batch = sample(k_batch, train)
         (value, outputs), grads = grad_of(state.params, batch)
-        updates, opt_state = tx.update(
+        updates, opt_state = optimizer.tx.update(
             grads,
             state.opt_state,
             state.params,
@@ -93,19 +100,19 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
             "grad_norm": optax.global_norm(grads),
             "update_norm": optax.global_norm(updates),
             "param_norm": optax.global_norm(state.params),
-            "lr": jnp.asarray(problem.optimizer.schedule(state.step), jnp.float32),
+            "lr": jnp.asarray(optimizer.schedule(state.step), jnp.float32),
             **problem.output_metrics(outputs, batch),
         }
         record.update(problem.step_metrics(state.params))  # the model's own (x_0, x_1, ...)
         return new_state, record
 
-    def logged_steps(state, train, test, n):
+    def logged_steps(state, hyper, train, test, n):
         """`n` steps from a log step: held-out evaluation and full records for the first,
         only the loss (for divergence checks) for the others."""
         evaluation = held_out(state.params, test)
-        state, record = train_step(state, train, log=True)
+        state, record = train_step(state, hyper, train, log=True)
         state, rest = jax.lax.scan(
-            lambda s, _: train_step(s, train, log=False), state, None, length=n - 1
+            lambda s, _: train_step(s, hyper, train, log=False), state, None, length=n - 1
         )
         losses = jnp.concatenate([record["loss"][None], rest["loss"]])
         return state, (evaluation, record, losses)
@@ -115,10 +122,10 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
             return {}
         return {f"test_{k}": v for k, v in problem.metrics(params, test).items()}
 
-    def run_probe(state, probe_batch):
+    def run_probe(state, hyper, probe_batch):
         key, k_probe = jax.random.split(state.key)
         record, vector = probe_fn(state.params, probe_batch, k_probe, state.probe_vector)
-        opt = problem.optimizer
+        opt = problem.at(hyper).optimizer
         record = {
             **record,
             "two_over_lr": jnp.asarray(opt.two_over_lr(state.step), jnp.float32),
@@ -126,7 +133,7 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
         }
         return state._replace(key=key, probe_vector=vector), record
 
-    def chunk(state, train, test, probe_batch, layout: tuple[int, tuple[int, ...]]):
+    def chunk(state, hyper, train, test, probe_batch, layout: tuple[int, tuple[int, ...]]):
         """Steps in segments that each log their first step, then a probe if probes are on.
 
         `layout = (n, tails)`: `n` segments of `log_every` steps, then segments of the
@@ -140,31 +147,44 @@ def make_train(problem: Problem, trainer_cfg, probe_fn: Callable | None = None) 
             layout = (n_intervals, (tail,) if tail else ())
         n_intervals, tails = layout
         state, (evaluations, logs, losses) = jax.lax.scan(
-            lambda s, _: logged_steps(s, train, test, log_every), state, None, length=n_intervals
+            lambda s, _: logged_steps(s, hyper, train, test, log_every),
+            state,
+            None,
+            length=n_intervals,
         )
         losses = losses.reshape(-1)
         glue = lambda a, b: jnp.concatenate([a, b[None]])  # noqa: E731
         for tail in tails:
-            state, (last_eval, last_log, tail_losses) = logged_steps(state, train, test, tail)
+            state, (last_eval, last_log, tail_losses) = logged_steps(
+                state, hyper, train, test, tail
+            )
             evaluations = jax.tree_util.tree_map(glue, evaluations, last_eval)
             logs = jax.tree_util.tree_map(glue, logs, last_log)
             losses = jnp.concatenate([losses, tail_losses])
         out = {"log": logs, "eval": evaluations, "loss": losses}
         if probe_fn is not None:
-            state, out["probe"] = run_probe(state, probe_batch)
+            state, out["probe"] = run_probe(state, hyper, probe_batch)
         return state, out
 
-    seeds = trainer_cfg.seeds
-    batched_chunk = over_seeds(chunk, seeds, in_axes=(0, None, None, None, None))
-    # no donation: the host keeps a chunk's state (to checkpoint) while the next one runs
-    compiled_chunk = jax.jit(batched_chunk, static_argnums=4)
-    compiled_probe = None
-    if probe_fn is not None:
-        compiled_probe = jax.jit(over_seeds(run_probe, seeds, in_axes=(0, None)))
+    seeds = trainer_cfg.seeds if rows is None else rows
+    batched_chunk = over_seeds(chunk, seeds, in_axes=(0, 0, None, None, None, None))
+    batched_probe = over_seeds(run_probe, seeds, in_axes=(0, 0, None))
+    batched_init = over_seeds(init, seeds, in_axes=(0, 0))
+
+    def chunk_entry(state, train, test, probe_batch, layout, hyper=None):
+        return batched_chunk(state, hyper or {}, train, test, probe_batch, layout)
+
+    def probe_entry(state, probe_batch, hyper=None):
+        return batched_probe(state, hyper or {}, probe_batch)
+
+    def init_entry(keys, hyper=None):
+        return batched_init(keys, hyper or {})
+
     return Trainer(
-        init=jax.jit(over_seeds(init, seeds, in_axes=(0,))),
-        chunk=compiled_chunk,
-        probe=compiled_probe,
+        init=jax.jit(init_entry),
+        # no donation: the host keeps a chunk's state (to checkpoint) while the next one runs
+        chunk=jax.jit(chunk_entry, static_argnums=4),
+        probe=jax.jit(probe_entry) if probe_fn is not None else None,
         evaluate=jax.jit(over_seeds(problem.metrics, seeds, in_axes=(0, None))),
     )
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from lossbench.errors import ConfigError
+from lossbench.errors import ConfigError, is_traced
 from lossbench.registry import Registry, arguments
 
 INITIALIZERS = Registry("init")
@@ -51,7 +51,7 @@ def _leaf_name(path) -> str:
 
 def draw(initializer: Callable, weights: Weights = Weights()) -> Init:
     """`initializer(key, shape, dtype)` on every `kernel` leaf, times `scale`; biases constant."""
-    bias = 0.0 if weights.bias is None else float(weights.bias)
+    bias = 0.0 if weights.bias is None else weights.bias
 
     def init(key, shapes):
         leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
@@ -156,7 +156,8 @@ def make_init(cfg, model) -> Callable:
         scaling = {k: getattr(cfg, k, None) for k in ("scale", "bias") if k not in kwargs}
         built = draw(built, Weights(**{k: v for k, v in scaling.items() if v is not None}))
     init_params = lambda key: built(key, model.shapes)  # noqa: E731
-    jax.eval_shape(init_params, jax.random.key(0))  # config errors now, not inside a trace
+    if not any(is_traced(getattr(cfg, k, None)) for k in ("scale", "bias")):
+        jax.eval_shape(init_params, jax.random.key(0))  # config errors now, not inside a trace
     return init_params
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import jax.numpy as jnp
 import optax
 
-from lossbench.errors import ConfigError
+from lossbench.errors import ConfigError, is_traced
 from lossbench.registry import Registry, arguments
 
 
@@ -105,6 +105,12 @@ class Optimizer:
         return 2.0 / self.schedule(step)
 
 
+def momentum_or_none(momentum):
+    """optax's momentum argument: None (no trace) for a momentum of 0; a traced momentum
+    (a fused sweep) keeps its trace, so jobs of one program share one state layout."""
+    return momentum if is_traced(momentum) or momentum else None
+
+
 def _shared(cfg) -> OptimizerBase:
     """The shared fields (their defaults where a user's `_target_` config leaves them out)."""
     values = {k: getattr(cfg, k) for k in SHARED if getattr(cfg, k, None) is not None}
@@ -112,6 +118,10 @@ def _shared(cfg) -> OptimizerBase:
 
 
 def _check(shared: OptimizerBase, cfg):
+    """The shared values (already checked on each job's concrete config when traced)."""
+    values = (shared.lr, shared.weight_decay, shared.clip_norm, getattr(cfg, "momentum", None))
+    if any(is_traced(v) for v in values):
+        return
     if not shared.lr > 0:
         raise ConfigError("optimizer.lr", shared.lr, "a number > 0")
     momentum = getattr(cfg, "momentum", None) or 0.0
@@ -133,11 +143,13 @@ def make_optimizer(cfg, steps: int) -> Optimizer:
     parts = []
     if shared.clip_norm is not None and "clip_norm" not in kwargs:
         parts.append(optax.clip_by_global_norm(shared.clip_norm))
-    if shared.weight_decay and "weight_decay" not in kwargs:
+    decay = shared.weight_decay
+    if (is_traced(decay) or decay) and "weight_decay" not in kwargs:
         parts.append(optax.add_decayed_weights(shared.weight_decay))  # L2 coupled to the gradient
     parts.append(option.builder(**kwargs))
     tx = optax.with_extra_args_support(optax.chain(*parts) if len(parts) > 1 else parts[0])
-    momentum = float(getattr(cfg, "momentum", None) or 0.0)
+    momentum = getattr(cfg, "momentum", None)
+    momentum = momentum if is_traced(momentum) else float(momentum or 0.0)
     nesterov = bool(getattr(cfg, "nesterov", False))
     eos = bool(option.meta.get("edge_of_stability", False))
     return Optimizer(tx, schedule, option.name, momentum, nesterov, eos)

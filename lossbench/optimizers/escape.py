@@ -31,8 +31,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from lossbench.curvature.lanczos import lanczos, ritz_values_and_vectors
-from lossbench.errors import ConfigError
-from lossbench.optimizers.base import OPTIMIZERS
+from lossbench.errors import ConfigError, is_traced
+from lossbench.optimizers.base import OPTIMIZERS, momentum_or_none
 
 # ---------------------------------------------------------------------------------------------
 # pgd
@@ -297,8 +297,8 @@ def saddle_free_newton(
 # step is curvature-scaled: neither gets an edge-of-stability threshold (NaN).
 
 
-def _require(ok: bool, key: str, value, allowed: str) -> None:
-    if not ok:
+def _require(ok, key: str, value, allowed: str) -> None:
+    if not is_traced(value) and not ok:
         raise ConfigError(f"optimizer.{key}", value, allowed)
 
 
@@ -324,7 +324,7 @@ def _noisy_gd(
     `noise` is the variance eta at step 0, not a standard deviation."""
     _require(noise >= 0, "noise", noise, "a number >= 0 (noise variance eta)")
     _require(noise_decay >= 0, "noise_decay", noise_decay, "a number >= 0 (gamma)")
-    return noisy_gd(learning_rate, noise, noise_decay, momentum or None, nesterov)
+    return noisy_gd(learning_rate, noise, noise_decay, momentum_or_none(momentum), nesterov)
 
 
 @OPTIMIZERS.register("sam", defaults={"lr": 0.1})
@@ -344,9 +344,9 @@ def _sam(
     outer = []
     if clip_norm is not None:
         outer.append(optax.clip_by_global_norm(clip_norm))
-    if weight_decay:
+    if is_traced(weight_decay) or weight_decay:
         outer.append(optax.add_decayed_weights(weight_decay))
-    outer.append(optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov))
+    outer.append(optax.sgd(learning_rate, momentum=momentum_or_none(momentum), nesterov=nesterov))
     return sam(optax.chain(*outer), radius)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import optax
 
-from lossbench.optimizers.base import OPTIMIZERS
+from lossbench.optimizers.base import OPTIMIZERS, momentum_or_none
 
 
 @OPTIMIZERS.register("gd", defaults={"lr": 0.1}, edge_of_stability=True)
@@ -22,7 +22,7 @@ def sgd(
     learning_rate: optax.ScalarOrSchedule, momentum: float = 0.9, nesterov: bool = False
 ) -> optax.GradientTransformation:
     """Stochastic gradient descent with heavy-ball (or Nesterov) momentum."""
-    return optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov)
+    return optax.sgd(learning_rate, momentum=momentum_or_none(momentum), nesterov=nesterov)
 
 
 OPTIMIZERS.register("adam", defaults={"lr": 1e-3})(optax.adam)
