@@ -22,8 +22,9 @@ from typing import Any
 import jax
 import numpy as np
 
+from lossbench.probing import make_probe_fn, probe_batch
 from lossbench.problem import FUSED_GROUPS
-from lossbench.runner import Prepared, prepare, run_group
+from lossbench.runner import Prepared, prepare, row_inputs, run_group
 from lossbench.train import make_train
 
 ROW_KEYS = ("trainer.seed", "trainer.seeds")  # rows of the program, not part of it
@@ -121,9 +122,6 @@ def check_traceable(jobs: Sequence[Prepared], batch: Batch) -> str | None:
     if not batch.traced:
         return None
     first = jobs[batch.jobs[0]]
-    from lossbench.probing import make_probe_fn, probe_batch
-    from lossbench.runner import row_inputs
-
     trainer = make_train(first.problem, first.cfg.trainer, make_probe_fn(first.cfg, first.problem))
     keys, hyper = row_inputs([jobs[i] for i in batch.jobs], batch.traced, batch.rows)
     try:
