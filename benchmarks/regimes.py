@@ -9,9 +9,11 @@ leaves the iterates unchanged), so the labels span six decades of loss scale and
 change. Labels by construction (a probe outside every labelled region is left out):
 
   strict_saddle  started at (or 1e-7 from) a non-degenerate saddle, not yet left it (the
-                 unstable coordinate below 1% of the way to the minimum); deep linear networks
-                 within 1% of a stage loss 1/2 sum_{j>k} s_j^2 (Saxe, McClelland & Ganguli 2014:
-                 the plateaus between stages are saddles).
+                 iterate less than 1% of the way from the saddle to the minimum, in distance);
+                 deep linear networks whose loss has fallen less than 1% of the way from a
+                 stage loss 1/2 sum_{j>k} s_j^2 to the next (Saxe, McClelland & Ganguli 2014:
+                 the plateaus between stages are saddles; 0.5% of the way in their mode
+                 strength). One rule, train and held-out alike (`regime_cases`' docstring).
   flat           sitting on a critical point with a zero Hessian (monkey saddle, a deep linear
                  network of depth 3 at zero, x^4 + y^4 at 0).
   minimum        in the region around a minimizer where the Hessian is positive definite
@@ -27,7 +29,10 @@ change. Labels by construction (a probe outside every labelled region is left ou
   divergence     eta lambda_max > 2 once the loss has grown past twice its start.
 
 `train` cases were used to choose the defaults; `held-out` cases (other surfaces, step sizes,
-depths, singular values, escapers) were written next and not tuned on.
+depths, singular values, escapers) were written next and not tuned on. Once, after the
+held-out scores were seen, a held-out labelling rule (`hessian_labels`, the six-hump camel and
+Himmelblau) was brought in line with the train rule (1% of the loss drop had been ~10% of the
+way to the minimum); no threshold or criterion was changed for it.
 
     python benchmarks/regimes.py          # writes benchmarks/regimes.md
 """

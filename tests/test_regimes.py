@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -322,6 +324,38 @@ def test_labels_do_not_change_with_the_loss_scale(cases, name, seen):
     ]
     assert labels[0] == labels[1] == labels[2]
     assert seen <= set(labels[1])
+
+
+def test_the_benchmark_labels_a_saddle_by_one_rule():
+    """`saddle_labels` and `hessian_labels` agree: at a saddle while less than 1% of the way
+    to the minimum (in distance), left out at 3% (between saddle and descent)."""
+    camel_fn, camel_min = bench.six_hump_camel(), bench.CAMEL_MINIMA[1]
+    camel = bench.hessian_labels(camel_fn, np.zeros(2), bench.CAMEL_MINIMA)
+    quartic = bench.saddle_labels()  # x^2 - y^2 + y^4/4: minimum at (0, sqrt 2)
+    quartic_min = np.array([0.0, np.sqrt(2.0)])
+    with jax.enable_x64(True):
+        for label, minimum, fn in (
+            (camel, camel_min, camel_fn),
+            (quartic, quartic_min, bench.escape_saddle()),
+        ):
+            for share, expected in ((0.005, "strict_saddle"), (0.03, None)):
+                x = share * minimum
+                assert label(x, float(fn(jnp.asarray(x))), 0) == expected, (share, minimum)
+
+
+def test_the_camel_escape_reads_saddle_then_descent(cases):
+    """Held-out six-hump camel from 1e-5 off its saddle: every labelled probe read right, and
+    the detector leaves `strict_saddle` between 1% and 10% of the way to the minimum."""
+    case = cases["six-hump camel slow"]
+    probes, labels = bench.probe_records(case, 1.0)
+    regime = classify(probes)["regime"].to_numpy()
+    known = pd.notna(labels)
+    assert known.sum() > 100 and (regime[known] == labels[known]).all()
+    with jax.enable_x64(True):
+        xs = bench._move(case, 1.0)[probes["step"].to_numpy()]
+    way = np.linalg.norm(xs, axis=1) / np.linalg.norm(bench.CAMEL_MINIMA[0])
+    left = np.flatnonzero(regime != "strict_saddle")[0]
+    assert 0.01 < way[left] < 0.1, way[left]
 
 
 @settings(max_examples=40, deadline=None)
