@@ -79,6 +79,12 @@ Regimes, in precedence order (the first that holds wins; `REGIMES`):
 Each probe's `regime_margin` is the distance in decades from the nearest threshold whose
 crossing would change its label (its own condition, and every earlier regime's, which must
 fail); `events.parquet` keeps the smallest margin of each episode.
+
+Known limit: a concave slope within grad_tol of its asymptote (the far tail of a Gaussian well,
+loss 1.498 under a supremum of 1.5) reads `strict_saddle`: it is a critical value at infinity,
+and no local number tells it from a degenerate saddle. Jin et al.'s (2017) rho g / lambda_min^2,
+with the Hessian-Lipschitz rho estimated over the window, is ~0.9 there and 0.45 (up to 1.1)
+at the stages of a depth-3 linear network, which are saddles (`benchmarks/regimes.md`, fresh).
 """
 
 from __future__ import annotations
