@@ -13,24 +13,21 @@ their landscapes, go into `--out`; so do the figure and a table of the numbers.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import matplotlib
+import _gallery
+import matplotlib.pyplot as plt
+import numpy as np
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from lossbench.analysis import load_summary  # noqa: E402
-from lossbench.cli import CONFIG_DIR  # noqa: E402
-from lossbench.landscape import compute_landscape, write_landscape  # noqa: E402
-from lossbench.landscape.figures import contour_levels, plot_contour  # noqa: E402
-from lossbench.runner import run  # noqa: E402
-from lossbench.schema import register_configs  # noqa: E402
+from lossbench.analysis import load_summary
+from lossbench.cli import CONFIG_DIR
+from lossbench.landscape import compute_landscape, write_landscape
+from lossbench.landscape.figures import contour_levels, plot_contour
+from lossbench.runner import run
+from lossbench.schema import register_configs
 
 NAME = "batch_size_sharpness"
 BATCHES = {"small batch (16)": 16, "large batch (1438, full)": None}
@@ -152,22 +149,13 @@ def figure(results: dict):
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("outputs/experiments") / NAME)
-    parser.add_argument("--figure", type=Path, help="also write the figure here")
+    parser = _gallery.parser(NAME, __doc__)
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--grid", type=int, default=41)
     parser.add_argument("--bezier", type=int, default=500, help="Adam steps of the Bézier bend")
     args = parser.parse_args(argv)
     results = experiment(args.out, steps=args.steps, grid=args.grid, bezier=args.bezier)
-    text = table(results)
-    (args.out / f"{NAME}.md").write_text(text + "\n")
-    fig = figure(results)
-    for path in [args.out / f"{NAME}.png", *([args.figure] if args.figure else [])]:
-        fig.savefig(path, dpi=100)
-    print(text)
-    print(f"wrote {args.out}" + (f" and {args.figure}" if args.figure else ""))
-    return 0
+    return _gallery.publish(args, NAME, table(results), figure(results), dpi=100)
 
 
 if __name__ == "__main__":

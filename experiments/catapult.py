@@ -14,15 +14,15 @@ the loss then converges at a flatter point; for c > 4 the run diverges.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from functools import partial
-from pathlib import Path
 
+import _gallery
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+NAME = "catapult"
 RATES = (0.5, 1.5, 2.5, 3.5, 4.5)  # c = η λ0
 BLOWUP = 1e6  # diverged: the loss exceeds this multiple of its start
 
@@ -134,22 +134,12 @@ def figure(rows):
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("outputs/experiments/catapult"))
-    parser.add_argument("--figure", type=Path, help="also write the figure here")
+    parser = _gallery.parser(NAME, __doc__)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--width", type=int, default=1024)
     args = parser.parse_args(argv)
     rows = experiment(steps=args.steps, width=args.width)
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = table(rows)
-    (args.out / "catapult.md").write_text(text + "\n")
-    fig = figure(rows)
-    for path in [args.out / "catapult.png", *([args.figure] if args.figure else [])]:
-        fig.savefig(path, dpi=110)
-    print(text)
-    print(f"wrote {args.out}" + (f" and {args.figure}" if args.figure else ""))
-    return 0
+    return _gallery.publish(args, NAME, table(rows), figure(rows))
 
 
 if __name__ == "__main__":

@@ -12,18 +12,15 @@ with the diagnosed regimes shaded) and the episode timeline as a table.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import matplotlib
+import _gallery
 
-matplotlib.use("Agg")
-
-from lossbench import compose, load_run, run  # noqa: E402
-from lossbench.pathology import format_timeline  # noqa: E402
-from lossbench.pathology.timeline import LABELS, fmt  # noqa: E402
-from lossbench.plots import plot_run  # noqa: E402
+from lossbench import compose, load_run, run
+from lossbench.pathology import format_timeline
+from lossbench.pathology.timeline import LABELS, fmt
+from lossbench.plots import plot_run
 
 NAME = "deep_linear_stages"
 
@@ -57,20 +54,12 @@ def figure(results: dict):
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("outputs/experiments") / NAME)
-    parser.add_argument("--figure", type=Path, help="also write the figure here")
+    parser = _gallery.parser(NAME, __doc__)
     parser.add_argument("--steps", type=int, default=3000)
     args = parser.parse_args(argv)
     results = experiment(args.out, steps=args.steps)
-    text = table(results)
-    (args.out / f"{NAME}.md").write_text(text + "\n")
-    fig = figure(results)
-    for path in [args.out / f"{NAME}.png", *([args.figure] if args.figure else [])]:
-        fig.savefig(path, dpi=110)
-    print(format_timeline(results["episodes"]))
-    print(f"wrote {args.out}" + (f" and {args.figure}" if args.figure else ""))
-    return 0
+    timeline = format_timeline(results["episodes"])
+    return _gallery.publish(args, NAME, table(results), figure(results), shown=timeline)
 
 
 if __name__ == "__main__":

@@ -23,23 +23,19 @@ the dense ones.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
+import _gallery
 import jax
 import jax.numpy as jnp
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
-
-from lossbench import compose  # noqa: E402
-from lossbench.curvature import hessian_eigenvalues, spectral_density  # noqa: E402
-from lossbench.data.base import make_dataset  # noqa: E402
+from lossbench import compose
+from lossbench.curvature import hessian_eigenvalues, spectral_density
+from lossbench.data.base import make_dataset
 
 NAME = "hessian_outliers"
 CLASSES = 10
@@ -240,20 +236,9 @@ def figure(results):
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("outputs/experiments") / NAME)
-    parser.add_argument("--figure", type=Path, help="also write the figure here")
-    args = parser.parse_args(argv)
+    args = _gallery.parser(NAME, __doc__).parse_args(argv)
     results = experiment()
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = table(results)
-    (args.out / f"{NAME}.md").write_text(text + "\n")
-    fig = figure(results)
-    for path in [args.out / f"{NAME}.png", *([args.figure] if args.figure else [])]:
-        fig.savefig(path, dpi=110)
-    print(text)
-    print(f"wrote {args.out}" + (f" and {args.figure}" if args.figure else ""))
-    return 0
+    return _gallery.publish(args, NAME, table(results), figure(results))
 
 
 if __name__ == "__main__":

@@ -29,19 +29,16 @@ width), so the plateau grows by τ/s per e-fold decrease of σ.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import matplotlib
+import _gallery
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from lossbench import compose, run  # noqa: E402
-from lossbench.data.base import make_dataset  # noqa: E402
-from lossbench.snapshots import load_snapshots  # noqa: E402
+from lossbench import compose, run
+from lossbench.data.base import make_dataset
+from lossbench.snapshots import load_snapshots
 
 NAME = "init_scale_plateau"
 SCALES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
@@ -225,21 +222,12 @@ def figure(results):
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("outputs/experiments") / NAME)
-    parser.add_argument("--figure", type=Path, help="also write the figure here")
+    parser = _gallery.parser(NAME, __doc__)
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--seeds", type=int, default=8)
     args = parser.parse_args(argv)
     results = experiment(args.out, steps=args.steps, seeds=args.seeds)
-    text = table(results)
-    (args.out / f"{NAME}.md").write_text(text + "\n")
-    fig = figure(results)
-    for path in [args.out / f"{NAME}.png", *([args.figure] if args.figure else [])]:
-        fig.savefig(path, dpi=110)
-    print(text)
-    print(f"wrote {args.out}" + (f" and {args.figure}" if args.figure else ""))
-    return 0
+    return _gallery.publish(args, NAME, table(results), figure(results))
 
 
 if __name__ == "__main__":

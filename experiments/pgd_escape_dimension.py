@@ -17,17 +17,17 @@ by 1 + ηγ per step: the escape time is ≈ ln(c√d / r) / ln(1 + ηγ), linea
 
 from __future__ import annotations
 
-import argparse
 import sys
 from functools import partial
-from pathlib import Path
 
+import _gallery
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from lossbench.optimizers.escape import perturbed_gd
 
+NAME = "pgd_escape_dimension"
 GAMMA, LR, RADIUS = 1.0, 0.1, 1e-3
 ESCAPED = -(GAMMA**2) / 8  # escaped: half-way down to the minima's value −γ²/4
 DIMENSIONS = (2, 8, 32, 128, 512, 2048, 8192)
@@ -120,22 +120,11 @@ def figure(result):
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", type=Path, default=Path("outputs/experiments/pgd_escape_dimension")
-    )
-    parser.add_argument("--figure", type=Path, help="also write the figure here")
+    parser = _gallery.parser(NAME, __doc__)
     parser.add_argument("--seeds", type=int, default=64)
     args = parser.parse_args(argv)
     result = experiment(seeds=args.seeds)
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = table(result)
-    (args.out / "pgd_escape_dimension.md").write_text(text + "\n")
-    fig = figure(result)
-    for path in [args.out / "pgd_escape_dimension.png", *([args.figure] if args.figure else [])]:
-        fig.savefig(path, dpi=110)
-    print(text)
-    return 0
+    return _gallery.publish(args, NAME, table(result), figure(result))
 
 
 if __name__ == "__main__":

@@ -14,11 +14,10 @@ and y doubles every step, so it escapes an order of magnitude sooner than gradie
 
 from __future__ import annotations
 
-import argparse
 import sys
 from functools import partial
-from pathlib import Path
 
+import _gallery
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,6 +26,7 @@ import optax
 from lossbench.models.surfaces import SURFACES
 from lossbench.optimizers.escape import saddle_free_newton
 
+NAME = "saddle_free_newton"
 A, B = 5.0, 1.0  # 5x² − y²: quadratic_saddle with a = 5, b = 1
 START = (1.0, 1e-3)
 ESCAPED = -1.0  # escaped once the loss is below this (|y| > 1 near x = 0)
@@ -125,20 +125,11 @@ def figure(results):
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("outputs/experiments/saddle_free_newton"))
-    parser.add_argument("--figure", type=Path, help="also write the figure here")
+    parser = _gallery.parser(NAME, __doc__)
     parser.add_argument("--steps", type=int, default=100)
     args = parser.parse_args(argv)
     results = experiment(args.steps)
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = table(results)
-    (args.out / "saddle_free_newton.md").write_text(text + "\n")
-    fig = figure(results)
-    for path in [args.out / "saddle_free_newton.png", *([args.figure] if args.figure else [])]:
-        fig.savefig(path, dpi=110)
-    print(text)
-    return 0
+    return _gallery.publish(args, NAME, table(results), figure(results))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ claim, and the scripts write only where they are told to."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from conftest import REPO
 
 
 def _experiment(name: str):
+    if str(REPO / "experiments") not in sys.path:
+        sys.path.insert(0, str(REPO / "experiments"))  # the scripts import experiments/_gallery
     spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -57,6 +60,65 @@ def test_pgd_escape_time_grows_like_log_dimension():
 
 
 @pytest.mark.slow
+def test_edge_of_stability_gd_and_adam(tmp_path):
+    """Cohen et al. (2021): GD's λmax rises from below 2/η to 2/η and hovers there; Cohen et
+    al. (2022): Adam's preconditioned λmax(P⁻¹H) (β1 = 0.9) rises to 38/η and hovers there."""
+    eos = _experiment("edge_of_stability")
+    rows = eos.experiment(tmp_path, steps=400, rates=(0.25,), adam_rates=(3e-3,))
+    gd, adam = rows
+    assert (gd["method"], adam["method"]) == ("GD", "Adam")
+    assert gd["threshold"] == pytest.approx(8.0) and adam["threshold"] == pytest.approx(38 / 3e-3)
+    for row in rows:
+        assert row["start_ratio"] < 0.6  # starts well below its threshold ...
+        assert row["reached_at"] is not None and row["reached_at"] <= 250  # ... reaches it ...
+        assert row["after_ratio"] == pytest.approx(1.0, abs=0.1)  # ... and hovers there
+        assert row["final_loss"] < 0.25 * row["loss"][0]  # while the loss keeps falling
+
+
+def test_preconditioned_sharpness_matches_dense(tmp_path):
+    """λmax(P⁻¹H) by Lanczos on P^-½ H P^-½ equals the top eigenvalue of the dense P⁻¹H, with
+    P read from optax's Adam state: after a few Adam steps, the update is −η m̂ / P."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from jax.flatten_util import ravel_pytree
+
+    eos = _experiment("edge_of_stability")
+    with jax.enable_x64(True):
+        key_w, key_x, key_y = jax.random.split(jax.random.key(0), 3)
+        params = {
+            "w1": jax.random.normal(key_w, (3, 4), jnp.float64),
+            "w2": jnp.linspace(-1.0, 1.0, 4, dtype=jnp.float64),
+        }
+        x = jax.random.normal(key_x, (16, 3), jnp.float64)
+        y = jax.random.normal(key_y, (16,), jnp.float64)
+
+        def loss_fn(p):
+            return jnp.mean((jnp.tanh(x @ p["w1"]) @ p["w2"] - y) ** 2)
+
+        opt = optax.adam(1e-2, b1=eos.BETA1, b2=eos.BETA2, eps=eos.EPS)
+        state = opt.init(params)
+        for _ in range(3):
+            updates, state = opt.update(jax.grad(loss_fn)(params), state, params)
+            params = optax.apply_updates(params, updates)
+        adam_state = state[0]
+        p = eos.preconditioner(adam_state)
+        m_hat = jax.tree.map(lambda m: m / (1 - eos.BETA1**3), adam_state.mu)
+        expected = jax.tree.map(lambda m, d: -1e-2 * m / d, m_hat, p)
+        np.testing.assert_allclose(ravel_pytree(updates)[0], ravel_pytree(expected)[0], rtol=1e-10)
+
+        flat, unravel = ravel_pytree(params)
+        hessian = jax.hessian(lambda f: loss_fn(unravel(f)))(flat)
+        dense = np.linalg.eigvals(np.diag(1 / np.asarray(ravel_pytree(p)[0])) @ hessian)
+        assert np.max(np.abs(dense.imag)) < 1e-6 * np.max(np.abs(dense))
+        lanczos = eos.preconditioned_sharpness(
+            loss_fn, params, p, key=jax.random.key(1), lanczos_steps=16
+        )
+        np.testing.assert_allclose(float(lanczos), np.max(dense.real), rtol=1e-8)
+        assert np.max(dense.real) > 2 * np.max(np.linalg.eigvalsh(hessian))  # P matters here
+
+
+@pytest.mark.slow
 def test_init_scale_plateau_follows_saxe_eq_11(tmp_path):
     """Saxe et al. (2014), eq. 11: from strength u0 a mode of strength s is half learned after
     τ/(2s) ln((s − u0)/u0), so the plateau grows like ln(1/σ)/s as the init scale σ shrinks."""
@@ -76,13 +138,12 @@ def test_init_scale_plateau_follows_saxe_eq_11(tmp_path):
 
 
 @pytest.mark.slow
-def test_bounded_losses_resist_flipped_labels(tmp_path):
+def test_bounded_losses_resist_flipped_labels():
     """Masnadi-Shirazi & Vasconcelos (2008): a bounded loss (Savage; MAE on the softmax) loses
     less test accuracy to flipped training labels than the convex cross-entropy, for a linear
     classifier that cannot memorise them."""
     label_noise = _experiment("label_noise_losses")
     rows = label_noise.experiment(
-        tmp_path,
         losses=("cross_entropy", "savage_multiclass", "mae_softmax"),
         noise=(0.2, 0.4),
         models=("linear",),
@@ -169,12 +230,12 @@ def _tiny(module):
     if module.__name__ == "init_scale_plateau":
         return lambda out, **kw: original(out, scales=(1e-1, 1e-2), steps=200, seeds=2)
     if module.__name__ == "edge_of_stability":
-        return lambda out, **kw: original(out, steps=200, rates=(0.2,))
+        return lambda out, **kw: original(out, steps=100, rates=(0.25,), adam_rates=(3e-3,))
     if module.__name__ == "deep_linear_stages":
         return lambda out, **kw: original(out, steps=200)
     if module.__name__ == "label_noise_losses":
-        return lambda out, **kw: original(
-            out, losses=("cross_entropy",), noise=(0.0, 0.4), models=("linear",), steps=100
+        return lambda **kw: original(
+            losses=("cross_entropy",), noise=(0.0, 0.4), models=("linear",), steps=100
         )
     if module.__name__ == "hessian_outliers":
         return lambda **kw: original(checkpoints=(5,), shown=5, slq_steps=10, width=8)
