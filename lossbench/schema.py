@@ -129,16 +129,58 @@ def register_configs(overrides: Sequence[str] = ()) -> None:
 
     import_modules(_imports(overrides))
     store = ConfigStore.instance()
-    store.store(name="base_config", node=Config)
+    _store_once(store, "base_config", Config, [("", "base_config", Config)])
     for group, registry in registries().items():
         for name, option in registry.items():
             if not getattr(option, "trainable", True):
                 continue  # metrics only (the 0-1 loss)
-            store.store(group=f"schema/{group}", name=name, node=registry.schema(name))
             defaults: list[Any] = [{f"/schema/{group}@_here_": name}]
             for other, choice in implied(group, option).items():
                 defaults.append({f"override /{other}@_global_.{other}": choice})
-            store.store(group=group, name=name, node={"defaults": [*defaults, "_self_"]})
+            nodes = [
+                (f"schema/{group}", name, registry.schema(name)),
+                (group, name, {"defaults": [*defaults, "_self_"]}),
+            ]
+            _store_once(store, f"{group}/{name}", option, nodes)
+
+
+# what `register_configs` stored: key -> (option, the ConfigNodes it stored). Storing converts
+# a dataclass to an OmegaConf node (~1 ms an option, ~150 options), so a process that
+# composes many times (tests, notebooks, `lossbench.compose` in a loop) stores each once.
+_STORED: dict[str, tuple[Any, list]] = {}
+
+
+def _store_once(store: ConfigStore, key: str, option: Any, nodes: list[tuple]) -> None:
+    """Store `nodes` [(group, name, node)] for `option` unless this process already stored
+    them for the same option and they are still the store's."""
+    option_then, stored = _STORED.get(key, (None, []))
+    same = zip(nodes, stored, strict=False)
+    if option_then is option and all(_lookup(store, g, n) is node for (g, n, _), node in same):
+        return
+    for group, name, node in nodes:
+        store.store(group=group or None, name=name, node=node)
+    _STORED[key] = (option, [_lookup(store, group, name) for group, name, _ in nodes])
+
+
+def _lookup(store: ConfigStore, group: str, name: str):
+    node = store.repo
+    for part in [*(group.split("/") if group else []), f"{name}.yaml"]:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _configstore_is_its_own_copy() -> None:
+    """Hydra 1.3 deep-copies its config repository, the ConfigStore singleton held by its
+    structured-config source included, each time it composes or lists a group's options:
+    ~0.2 s a copy with our ~300 stored nodes, 125 copies for `lossbench --help` (hydra-zen
+    #769; Hydra 1.4 refetches the singleton instead, facebookresearch/hydra#2928). A singleton
+    is its own copy, as it is in Hydra 1.4; `ConfigStore.load` still copies the node it
+    returns, so nothing stored can be mutated through a composed config."""
+    if "__deepcopy__" not in vars(ConfigStore):
+        ConfigStore.__deepcopy__ = lambda self, memo: self
+
+
+_configstore_is_its_own_copy()
 
 
 def _imports(overrides: Sequence[str]) -> list[str]:

@@ -174,3 +174,25 @@ def test_the_import_graph_has_no_cycles():
     for node in graph:
         if node not in state:
             visit(node, [])
+
+
+def test_options_are_stored_once_and_restored_when_the_store_lost_them():
+    """`register_configs` runs before every composition: it stores each option once per
+    process (converting ~150 schemas took ~0.3 s a call) and again when the store lost it."""
+    import copy
+
+    from hydra.core.config_store import ConfigStore
+
+    from lossbench.schema import register_configs
+
+    store = ConfigStore.instance()
+    register_configs([])
+    adam, schema = store.repo["optimizer"]["adam.yaml"], store.repo["schema"]["optimizer"]
+    register_configs([])
+    assert store.repo["optimizer"]["adam.yaml"] is adam
+    # Hydra deep-copies its config repository per composition: the store is not copied
+    assert copy.deepcopy(store) is store
+    del store.repo["optimizer"]["adam.yaml"], schema["adam.yaml"]
+    register_configs([])
+    assert store.repo["optimizer"]["adam.yaml"] is not adam and "adam.yaml" in schema
+    assert compose_config(["optimizer=adam", "optimizer.b1=0.8"]).optimizer.b1 == 0.8
