@@ -176,3 +176,26 @@ def pytest_collection_modifyitems(config, items):
     `-n 2` the long ones start at once and the short ones fill in beside them, instead of one
     long test running alone at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    if getattr(config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
+        _suffix_xdist_groups(items)
+
+
+def _suffix_xdist_groups(items) -> None:
+    """`--dist loadgroup` sends the tests of one `xdist_group` to one worker by reading a
+    `@group` suffix that pytest-xdist (3.8) writes into `item._nodeid`; pytest 9.2 keeps node
+    ids structured in `item._id`, so the suffix was lost and the groups silently ignored:
+    each worker built the shared module fixtures again (pytest-dev/pytest-xdist#1386). The
+    suffix goes where pytest 9.2 reads it (as pytest-dev/pytest-xdist#1388 does); nothing
+    changes where the id already has it or pytest has no structured ids."""
+    try:
+        from _pytest.nodeid import coerce_node_id
+    except ImportError:  # pytest < 9.2: xdist's own suffix works
+        return
+    for item in items:
+        names = sorted(
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        )
+        suffix = f"@{'_'.join(dict.fromkeys(names))}"
+        if names and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            item._id = coerce_node_id(item.nodeid + suffix)

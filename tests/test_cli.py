@@ -1,7 +1,7 @@
 """The command line: bad input, sweeps loaded back as one frame, subcommands.
 
-Most cases run `lossbench.cli.main` in this process (`cli_in_process`); the traceback, the
-sweeps, the joblib launcher and `lossbench --help` go through the console script."""
+Most cases run `lossbench.cli.main` in this process (`cli_in_process`), sweeps with the basic
+launcher included; the traceback and the joblib launcher go through the console script."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_full_error_shows_the_traceback(tmp_path):
 @pytest.mark.slow
 def test_a_four_run_sweep_loads_as_one_frame(tmp_path):
     sweep = tmp_path / "sweep"
-    result = cli(
+    result = cli_in_process(
         "-m",
         "optimizer=sgd,adam",
         "optimizer.lr=0.01,0.1",
@@ -145,11 +145,10 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     assert sorted(frame["optimizer.lr"].unique()) == [0.001, 0.01]
 
 
-@pytest.mark.slow  # Hydra's group listing composes every group: ~10 s quiet
 def test_help_lists_the_subcommands_then_hydras_groups():
     from lossbench.cli import SUBCOMMANDS
 
-    result = cli("--help")
+    result = cli_in_process("--help")
     assert result.returncode == 0
     for name in SUBCOMMANDS:
         assert f"lossbench {name} " in result.stdout

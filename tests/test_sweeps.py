@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FAST, cli, cli_in_process, run_overrides
+from conftest import FAST, cli_in_process, run_overrides
 
 from lossbench.analysis import final_rows, load_sweep
 from lossbench.launchers.cluster import should_resume
@@ -98,7 +98,7 @@ def test_the_report_gives_final_figures_against_each_swept_value(sweep):
         summary = json.loads((sweep / str(job) / "summary.json").read_text())
         assert per_lr.loc[str(lr), "jobs"] == 1
         assert per_lr.loc[str(lr), "final_loss mean"] == pytest.approx(summary["final_loss"])
-    section = _markdown_rows((sweep / REPORT_FILE).read_text(), "| optimizer.lr |")
+    section = _markdown_rows(write_report(sweep).read_text(), "| optimizer.lr |")
     assert [float(r["optimizer.lr"]) for r in section] == sorted(LRS)
 
 
@@ -274,6 +274,6 @@ def test_submitit_local_sweep_requeues_a_signalled_job_and_resumes_it(tmp_path):
     for job in (0, 1):
         assert re.search(rf"^{job}\s+completed\s+{steps}\s", table, re.M), table[-2000:]
     assert f"sweep dir: {sweep}" in table
-    assert cli("report", str(sweep), cwd=tmp_path).returncode == 0
+    assert cli_in_process("report", str(sweep), cwd=tmp_path).returncode == 0
     rows = _markdown_rows((sweep / REPORT_FILE).read_text(), "| run |")
     assert [(r["run"], r["status"]) for r in rows] == [("0", "completed"), ("1", "completed")]
