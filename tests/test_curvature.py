@@ -21,6 +21,10 @@ SIZES = (10, 32, 24, 4)
 LANCZOS_STEPS = 80
 BLOCK_NAMES = [f"layers/{i}/{leaf}" for i in range(3) for leaf in ("bias", "kernel")]
 
+# One xdist worker runs this module (`--dist loadgroup`): the dense Hessian and Gauss-Newton
+# references (module fixtures) are built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("curvature_dense_references")
+
 
 def init_mlp(key, sizes=SIZES):
     layers = []
