@@ -35,6 +35,7 @@ import optax
 from lossbench import compose, load_run, run
 from lossbench.curvature import eigenvalues_of, hessian_matvec
 from lossbench.problem import build_problem
+from lossbench.train import seed_keys
 
 NAME = "edge_of_stability"
 PROBLEM = (
@@ -126,7 +127,9 @@ def adam_runs(steps: int, rates, probe_every: int = PROBE_EVERY, seed: int = 0) 
     weights; λmax(P⁻¹H) every `probe_every` steps. A row of numbers per rate."""
     problem = build_problem(compose(*PROBLEM, f"trainer.steps={steps}"))
     batch = {k: jnp.asarray(v) for k, v in problem.data.train.items()}
-    params = problem.init_params(jax.random.key(seed))
+    # the weights of the lossbench run with trainer.seed=seed: its trainer draws them from the
+    # first half of the row key's split (lossbench.train.make_train)
+    params = problem.init_params(jax.random.split(seed_keys(seed, 1)[0])[0])
 
     def loss_fn(p):
         return problem.loss(p, batch)

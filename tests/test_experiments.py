@@ -68,6 +68,7 @@ def test_edge_of_stability_gd_and_adam(tmp_path):
     gd, adam = rows
     assert (gd["method"], adam["method"]) == ("GD", "Adam")
     assert gd["threshold"] == pytest.approx(8.0) and adam["threshold"] == pytest.approx(38 / 3e-3)
+    assert adam["loss"][0] == pytest.approx(gd["loss"][0], rel=1e-5)  # the same initial weights
     for row in rows:
         assert row["start_ratio"] < 0.6  # starts well below its threshold ...
         assert row["reached_at"] is not None and row["reached_at"] <= 250  # ... reaches it ...
