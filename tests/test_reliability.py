@@ -88,10 +88,11 @@ def test_a_second_run_into_a_used_directory_is_refused_or_moves_the_first_aside(
     first = [
         "model.widths=[8]",
         "trainer.steps=20",
-        "probe=full",
+        "probe=full",  # every probe file (probes.parquet, spectra.npz) to move aside
         "probe.every=10",
         "probe.lanczos_steps=10",
         "probe.density_steps=10",
+        "probe.per_layer=false",  # a Lanczos program per layer to compile, no file of its own
         *FAST,
     ]
     assert cli_in_process(f"hydra.run.dir={run}", *first, cwd=tmp_path).returncode == 0
