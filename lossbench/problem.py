@@ -19,14 +19,16 @@ import jax
 
 from lossbench import losses
 from lossbench.data import Dataset, make_dataset
-from lossbench.errors import ConfigError
+from lossbench.errors import ConfigError, is_traced
 from lossbench.initializers import make_init
 from lossbench.models import Model, make_model
 from lossbench.optimizers import Optimizer, make_optimizer
 from lossbench.registry import arguments, import_modules
 from lossbench.tasks import init_with_loss_params, objective_for, with_loss_params
 
-FUSED_GROUPS = ("optimizer", "init")  # config groups whose numbers can be traced (Problem.at)
+# config groups whose numbers can be traced (Problem.at): the optimizer's, the init's and the
+# loss's hyper-parameters (huber's delta, focal's gamma, label smoothing, l1 / l2 penalties)
+FUSED_GROUPS = ("optimizer", "init", "loss")
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class Problem:
     penalty: Callable | None  # params -> scalar weight penalty, or None
     optimizer: Optimizer
     loss_name: str
-    rebuild: Callable | None = None  # (values) -> (optimizer, init_params) at other values
+    rebuild: Callable | None = None  # (values) -> {field: rebuilt part} at other values
 
     @property
     def param_count(self) -> int:
@@ -68,13 +70,12 @@ class Problem:
         return {"loss": value, **self.output_metrics(outputs, batch)}
 
     def at(self, values: Mapping[str, Any]) -> Problem:
-        """This problem with `optimizer.*` / `init.*` config values replaced (dotted path ->
-        value): the optimizer and the init built again from them. A fused sweep calls it
-        inside the compiled program with traced values, one per job."""
+        """This problem with `optimizer.*` / `init.*` / `loss.*` config values replaced
+        (dotted path -> value): the optimizer, the init and the loss built again from them.
+        A fused sweep calls it inside the compiled program with traced values, one per job."""
         if not values:
             return self
-        optimizer, init_params = self.rebuild(values)
-        return dataclasses.replace(self, optimizer=optimizer, init_params=init_params)
+        return dataclasses.replace(self, **self.rebuild(values))
 
     def step_metrics(self, params) -> dict:
         """Extra per-step metrics the model declares (a surface's coordinates x_0, x_1, ...)."""
@@ -96,7 +97,8 @@ def make_loss(cfg) -> losses.Loss:
 
 
 def _weight_penalty(loss_cfg) -> Callable | None:
-    if not (getattr(loss_cfg, "l1", 0.0) or getattr(loss_cfg, "l2", 0.0)):
+    weights = (getattr(loss_cfg, "l1", 0.0), getattr(loss_cfg, "l2", 0.0))
+    if not any(is_traced(w) or w for w in weights):
         return None
     return lambda params: losses.penalty(params, loss_cfg)
 
@@ -121,18 +123,25 @@ def build_problem(cfg) -> Problem:
     _check_trainer(cfg.trainer, data)
     optimizer = make_optimizer(cfg.optimizer, cfg.trainer.steps)
 
-    def rebuild(values: Mapping[str, Any]):
+    def rebuild(values: Mapping[str, Any]) -> dict:
         unknown = [k for k in values if k.split(".")[0] not in FUSED_GROUPS]
         if unknown:
             raise ValueError(f"only {FUSED_GROUPS} values can change inside a program: {unknown}")
         changed = with_values(cfg, values)
         groups = {k.split(".")[0] for k in values}
-        return (
-            make_optimizer(changed.optimizer, cfg.trainer.steps)
-            if "optimizer" in groups
-            else optimizer,
-            make_init_params(changed.init) if "init" in groups else init_params,
-        )
+        parts: dict[str, Any] = {}
+        if "optimizer" in groups:
+            parts["optimizer"] = make_optimizer(changed.optimizer, cfg.trainer.steps)
+        if "init" in groups:
+            parts["init_params"] = make_init_params(changed.init)
+        if "loss" in groups:
+            # a registered loss reads its hyper-parameters from the config at each call; a
+            # user's `_target_` loss has them bound when it is made
+            changed_loss = make_loss(changed.loss) if hasattr(cfg.loss, "_target_") else loss
+            made = objective_for(data, changed_loss, changed.loss).make(model)
+            parts.update(zip(("predict", "loss_on_outputs", "output_metrics"), made, strict=True))
+            parts["penalty"] = _weight_penalty(changed.loss)
+        return parts
 
     return Problem(
         data=data,

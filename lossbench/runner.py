@@ -205,7 +205,9 @@ def run_group(
     n_rows = sum(j.cfg.trainer.seeds for j in jobs)
     rows = rows or n_rows
     probe_fn = make_probe_fn(cfg, problem)
-    trainer = make_train(problem, t, probe_fn, rows=rows)
+    trainer = make_train(
+        problem, t, probe_fn, rows=rows, probe_for=lambda at: make_probe_fn(cfg, at)
+    )
     row_keys, hyper = row_inputs(jobs, traced, rows)
     if sharding is not None:
         row_keys, hyper = jax.device_put((row_keys, hyper), sharding)
@@ -325,7 +327,12 @@ def run_group(
         raise
     for job in live():
         job.stop(state)
-    return [_finish(job, trainer, train, test, t_train, first_chunk_s, t_start) for job in group]
+    return [
+        _finish(
+            job, trainer, (train, test, rows_of(hyper, job.rows)), t_train, first_chunk_s, t_start
+        )
+        for job in group
+    ]
 
 
 def _restore(group: list[Job], state: TrainState) -> tuple[TrainState, int]:
@@ -348,8 +355,9 @@ def _restore(group: list[Job], state: TrainState) -> tuple[TrainState, int]:
     return state, done
 
 
-def _finish(job: Job, trainer, train, test, t_train, first_chunk_s, t_start) -> dict:
-    """A job's summary once it stopped: status, timing, final figures, diagnosis."""
+def _finish(job: Job, trainer, evaluation, t_train, first_chunk_s, t_start) -> dict:
+    """A job's summary once it stopped: status, timing, final figures (`evaluation`: the
+    training data, the held-out data and the job's traced values), diagnosis."""
     t = job.cfg.trainer
     summary = job.summary
     summary.update(_timing(job.done, t_train, first_chunk_s, t_start))
@@ -362,7 +370,7 @@ def _finish(job: Job, trainer, train, test, t_train, first_chunk_s, t_start) -> 
     ]
     summary["diverged_at"] = [int(v) for v in job.divergence.step if v >= 0]
     if summary["status"] in ("completed", "diverged"):
-        summary.update(_final_figures(job, trainer, train, test))
+        summary.update(_final_figures(job, trainer, *evaluation))
         if t.save_params:
             job.save_final()
     job.checkpoints.close()
@@ -385,17 +393,19 @@ def _timing(done, t_train, first_chunk_s, t_start) -> dict:
     }
 
 
-def _final_figures(job: Job, trainer, train, test) -> dict:
+def _final_figures(job: Job, trainer, train, test, hyper) -> dict:
     """The final evaluation of a job's rows on the training and the held-out data."""
     params = job.final_state.params
     values = {}
     for prefix, data in (("final_", train), ("final_test_", test)):
         if data:
-            values[prefix] = {k: np.asarray(v) for k, v in trainer.evaluate(params, data).items()}
+            values[prefix] = {
+                k: np.asarray(v) for k, v in trainer.evaluate(params, data, hyper).items()
+            }
     surface = None
     if not train:  # a model that is its own loss (a surface): where the run ended
         n = len(job.seed_ids)
         leaves = jax.tree_util.tree_leaves(params)
         point = np.concatenate([np.asarray(v).reshape(n, -1) for v in leaves], 1)
-        surface = (point, np.asarray(trainer.evaluate(params, {})["loss"]))
+        surface = (point, np.asarray(trainer.evaluate(params, {}, hyper)["loss"]))
     return job.final_figures(values, surface)

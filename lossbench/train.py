@@ -52,7 +52,11 @@ def _sampler(batch_size: int | None):
 
 
 def make_train(
-    problem: Problem, trainer_cfg, probe_fn: Callable | None = None, rows: int | None = None
+    problem: Problem,
+    trainer_cfg,
+    probe_fn: Callable | None = None,
+    rows: int | None = None,
+    probe_for: Callable[[Problem], Callable] | None = None,
 ) -> Trainer:
     """Pure training functions for `problem`.
 
@@ -62,11 +66,12 @@ def make_train(
       probe_fn: `probe(params, batch, key, v0) -> (record, v_next)` from
         `lossbench.curvature.make_probe`, or None for no probes.
       rows: the length of the row axis (default `trainer_cfg.seeds`).
+      probe_for: `problem -> probe_fn`, the probe of the problem at a row's traced loss
+        values (a fused sweep over `loss.*`: the probed loss is the row's own).
     """
     sample = _sampler(trainer_cfg.batch_size if problem.data.train else None)  # no data: none
     log_every = trainer_cfg.log_every
     evaluate_test = trainer_cfg.eval and bool(problem.data.test)
-    grad_of = jax.value_and_grad(problem.loss_and_outputs, has_aux=True)
 
     def init(key, hyper):
         k_params, k_train = jax.random.split(key)
@@ -79,17 +84,19 @@ def make_train(
 
     def train_step(state: TrainState, hyper, train, log: bool):
         """One optimizer step; on a log step (`log`) also the norms and metrics of it."""
-        optimizer = problem.at(hyper).optimizer
+        at = problem.at(hyper)  # the row's own optimizer and loss (fused sweeps)
+        optimizer = at.optimizer
         key, k_batch, k_opt = jax.random.split(state.key, 3)
         batch = sample(k_batch, train)
+        grad_of = jax.value_and_grad(at.loss_and_outputs, has_aux=True)
         (value, outputs), grads = grad_of(state.params, batch)
         updates, opt_state = optimizer.tx.update(
             grads,
             state.opt_state,
             state.params,
             key=k_opt,
-            value_fn=lambda p: problem.loss(p, batch),
-            grad_fn=lambda p, _: jax.grad(problem.loss)(p, batch),
+            value_fn=lambda p: at.loss(p, batch),
+            grad_fn=lambda p, _: jax.grad(at.loss)(p, batch),
         )
         params = optax.apply_updates(state.params, updates)
         new_state = state._replace(params=params, opt_state=opt_state, key=key, step=state.step + 1)
@@ -101,7 +108,7 @@ def make_train(
             "update_norm": optax.global_norm(updates),
             "param_norm": optax.global_norm(state.params),
             "lr": jnp.asarray(optimizer.schedule(state.step), jnp.float32),
-            **problem.output_metrics(outputs, batch),
+            **at.output_metrics(outputs, batch),
         }
         record.update(problem.step_metrics(state.params))  # the model's own (x_0, x_1, ...)
         return new_state, record
@@ -109,7 +116,7 @@ def make_train(
     def logged_steps(state, hyper, train, test, n):
         """`n` steps from a log step: held-out evaluation and full records for the first,
         only the loss (for divergence checks) for the others."""
-        evaluation = held_out(state.params, test)
+        evaluation = held_out(state.params, hyper, test)
         state, record = train_step(state, hyper, train, log=True)
         state, rest = jax.lax.scan(
             lambda s, _: train_step(s, hyper, train, log=False), state, None, length=n - 1
@@ -117,15 +124,18 @@ def make_train(
         losses = jnp.concatenate([record["loss"][None], rest["loss"]])
         return state, (evaluation, record, losses)
 
-    def held_out(params, test):
+    def held_out(params, hyper, test):
         if not evaluate_test:
             return {}
-        return {f"test_{k}": v for k, v in problem.metrics(params, test).items()}
+        return {f"test_{k}": v for k, v in problem.at(hyper).metrics(params, test).items()}
 
     def run_probe(state, hyper, probe_batch):
         key, k_probe = jax.random.split(state.key)
-        record, vector = probe_fn(state.params, probe_batch, k_probe, state.probe_vector)
-        opt = problem.at(hyper).optimizer
+        at = problem.at(hyper)
+        loss_traced = any(path.startswith("loss.") for path in hyper)
+        probe = probe_for(at) if probe_for is not None and loss_traced else probe_fn
+        record, vector = probe(state.params, probe_batch, k_probe, state.probe_vector)
+        opt = at.optimizer
         record = {
             **record,
             "two_over_lr": jnp.asarray(opt.two_over_lr(state.step), jnp.float32),
@@ -180,12 +190,20 @@ def make_train(
     def init_entry(keys, hyper=None):
         return batched_init(keys, hyper or {})
 
+    def metrics_at(params, hyper, data):
+        return problem.at(hyper).metrics(params, data)
+
+    batched_metrics = over_seeds(metrics_at, seeds, in_axes=(0, 0, None))
+
+    def evaluate_entry(params, data, hyper=None):
+        return batched_metrics(params, hyper or {}, data)
+
     return Trainer(
         init=jax.jit(init_entry),
         # no donation: the host keeps a chunk's state (to checkpoint) while the next one runs
         chunk=jax.jit(chunk_entry, static_argnums=4),
         probe=jax.jit(probe_entry) if probe_fn is not None else None,
-        evaluate=jax.jit(over_seeds(problem.metrics, seeds, in_axes=(0, None))),
+        evaluate=jax.jit(evaluate_entry),
     )
 
 

@@ -207,3 +207,27 @@ def test_the_fused_launcher_from_the_command_line(tmp_path):
     assert f"sweep dir: {sweep}" in done.stderr
     table = lossbench.load_sweep(sweep)
     assert set(table["status"]) == {"completed", "failed"}
+
+
+def test_loss_hyperparameters_are_program_inputs(tmp_path):
+    """Focal's gamma and the l2 weight penalty traced: one program, each job's files those
+    of its own run (gamma 0 with no penalty is plain cross entropy)."""
+    base = [*BASE, "loss=focal", "trainer.checkpoint_every=0"]
+    jobs = [["loss.gamma=0.0", "loss.l2=0.0"], ["loss.gamma=2.0", "loss.l2=0.01"]]
+    configs = _configs([["loss=focal", "trainer.checkpoint_every=0", *job] for job in jobs])
+    log: list[str] = []
+    fused = run_fused(configs, [tmp_path / "f" / str(i) for i in range(2)], log=log.append)
+    assert any("2 job(s), 4 rows, traced loss.gamma, loss.l2" in line for line in log), log
+    for i, job in enumerate(jobs):
+        alone = lossbench.run(compose_config([*base, *job]), tmp_path / "a" / str(i))
+        assert fused[i]["status"] == alone["status"] == "completed"
+        np.testing.assert_allclose(
+            fused[i]["final_loss_per_seed"], alone["final_loss_per_seed"], rtol=RTOL, atol=ATOL
+        )
+        for name in ("metrics.parquet", "probes.parquet"):
+            f_frame, a_frame = (
+                _frame(tmp_path / "f" / str(i), name),
+                _frame(tmp_path / "a" / str(i), name),
+            )
+            _assert_same_frames(f_frame, a_frame, f"job {i} {name}")
+    assert fused[0]["final_loss"] != pytest.approx(fused[1]["final_loss"], rel=1e-2)

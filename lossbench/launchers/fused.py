@@ -1,8 +1,8 @@
 """Fused sweeps: the jobs of a sweep that differ only in numbers run as one compiled program.
 
-Jobs whose configs agree on everything but their seeds and the float values of `optimizer.*`
-and `init.*` (learning rate, momentum, betas, weight decay, schedule fractions, init scale,
-...) form a group: one program trains all their rows (jobs x seeds) with those values traced
+Jobs whose configs agree on everything but their seeds and the float values of `optimizer.*`,
+`init.*` and `loss.*` (learning rate, momentum, betas, weight decay, schedule fractions, init
+scale, huber's delta, focal's gamma, label smoothing, l1 / l2 weights, ...) form a group: one program trains all their rows (jobs x seeds) with those values traced
 (`Problem.at`), so a 4 x 4 grid of learning rates and init scales over 16 seeds compiles once.
 Jobs that differ in anything else (model, loss, optimizer family, widths, steps, a momentum
 of 0 against one above 0: a different optimizer state) form other groups. A group larger than
@@ -53,7 +53,8 @@ def flat(record: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def traceable(path: str, value: Any) -> bool:
-    """A value a program can take as an input: a float of an `optimizer` or `init` option."""
+    """A value a program can take as an input: a float of an `optimizer`, `init` or `loss`
+    option (`FUSED_GROUPS`)."""
     return path.split(".")[0] in FUSED_GROUPS and type(value) is float
 
 
@@ -122,7 +123,12 @@ def check_traceable(jobs: Sequence[Prepared], batch: Batch) -> str | None:
     if not batch.traced:
         return None
     first = jobs[batch.jobs[0]]
-    trainer = make_train(first.problem, first.cfg.trainer, make_probe_fn(first.cfg, first.problem))
+    trainer = make_train(
+        first.problem,
+        first.cfg.trainer,
+        make_probe_fn(first.cfg, first.problem),
+        probe_for=lambda at: make_probe_fn(first.cfg, at),
+    )
     keys, hyper = row_inputs([jobs[i] for i in batch.jobs], batch.traced, batch.rows)
     try:
         state = jax.eval_shape(trainer.init, keys, hyper)

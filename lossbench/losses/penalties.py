@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lossbench.errors import is_traced
+
 WEIGHT_NAME = "kernel"
 
 
@@ -33,11 +35,15 @@ def penalty(params, cfg) -> jax.Array:
     oscillates around zero weights instead of reaching them.
     """
     total = jnp.zeros(())
-    if not (cfg.l1 or cfg.l2):
-        return total
-    for w in weight_leaves(params):
-        if cfg.l2:
+    l1, l2 = (_present(cfg.l1), _present(cfg.l2))
+    for w in weight_leaves(params) if l1 or l2 else ():
+        if l2:
             total = total + 0.5 * cfg.l2 * jnp.sum(w**2)
-        if cfg.l1:
+        if l1:
             total = total + cfg.l1 * jnp.sum(jnp.abs(w))
     return total
+
+
+def _present(weight) -> bool:
+    """A penalty weight to apply: non-zero, or traced (a fused sweep's input, zero or not)."""
+    return is_traced(weight) or bool(weight)
