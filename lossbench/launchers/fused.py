@@ -2,9 +2,10 @@
 
 Jobs whose configs agree on everything but their seeds and the float values of `optimizer.*`,
 `init.*` and `loss.*` (learning rate, momentum, betas, weight decay, schedule fractions, init
-scale, huber's delta, focal's gamma, label smoothing, l1 / l2 weights, ...) form a group: one program trains all their rows (jobs x seeds) with those values traced
-(`Problem.at`), so a 4 x 4 grid of learning rates and init scales over 16 seeds compiles once.
-Jobs that differ in anything else (model, loss, optimizer family, widths, steps, a momentum
+scale, huber's delta, focal's gamma, label smoothing, l1 / l2 weights, ...) form a group: one
+program trains all their rows (jobs x seeds) with those values traced (`Problem.at`), so a
+4 x 4 grid of learning rates and init scales over 16 seeds compiles once. Jobs that differ in
+anything else (model, loss name, optimizer family, widths, steps, a momentum
 of 0 against one above 0: a different optimizer state) form other groups. A group larger than
 `max_batch` rows runs in batches of one padded size (one compile); rows are sharded over the
 devices. Every job writes the files of a run of its own (`lossbench.job`). No Hydra here: the
