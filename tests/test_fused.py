@@ -45,6 +45,10 @@ def _configs(jobs):
     return [compose_config([*BASE, *job]) for job in jobs]
 
 
+# the tests of the shared fixture on one xdist worker: it is built once (~35 s), not per worker
+FIXTURE_GROUP = pytest.mark.xdist_group("fused_and_alone")
+
+
 @pytest.fixture(scope="module")
 def fused_and_alone(tmp_path_factory):
     """The jobs fused (max_batch 4: two batches, padded to one size) and each run alone."""
@@ -74,6 +78,7 @@ def _assert_same_frames(f_frame: pd.DataFrame, a_frame: pd.DataFrame, where: str
             assert f_frame[column].equals(a_frame[column]), f"{where} {column}"
 
 
+@FIXTURE_GROUP
 def test_fused_jobs_write_the_files_of_separate_runs(fused_and_alone):
     summaries, alone, fused_dirs, alone_dirs, log = fused_and_alone
     assert any("traced init.scale, optimizer.lr" in line for line in log), log
@@ -98,6 +103,7 @@ def test_fused_jobs_write_the_files_of_separate_runs(fused_and_alone):
                 np.testing.assert_allclose(fused[key], single[key], rtol=RTOL, atol=ATOL)
 
 
+@FIXTURE_GROUP
 def test_a_diverging_job_leaves_the_others_intact(fused_and_alone):
     summaries, *_ = fused_and_alone
     assert [s["status"] for s in summaries] == ["completed", "completed", "diverged"]
@@ -105,6 +111,7 @@ def test_a_diverging_job_leaves_the_others_intact(fused_and_alone):
     assert summaries[1]["seeds"] == [7, 8]
 
 
+@FIXTURE_GROUP
 def test_a_fused_job_resumes_alone_from_its_checkpoint(fused_and_alone, tmp_path):
     """Its checkpoint (step 10) is the state of a run of its own: resumed alone from there,
     it writes the files of the run done alone."""
