@@ -12,6 +12,7 @@ from flax import nnx
 from lossbench.landscape import (
     barrier_height,
     bezier_path,
+    curvature_grid,
     eigen_directions,
     evaluate_grid,
     evaluate_points,
@@ -207,6 +208,67 @@ def test_saddle_slices_curve_down_along_the_bottom_and_up_along_the_top_eigenvec
         assert second == pytest.approx(curvature, rel=1e-2)
 
 
+def test_curvature_grid_matches_the_dense_hessian_at_every_point():
+    """λmax, λmin on a 3×3 grid around the saddle: H(x) = A + 0.4 (‖x‖² I + 2 x xᵀ)."""
+    origin = {"x": jnp.array([0.1, -0.2, 0.3])}
+    e1, e2 = {"x": jnp.array([1.0, 0.0, 0.0])}, {"x": jnp.array([0.0, 1.0, 0.0])}
+    axes = (np.array([-3.0, 0.0, 0.5]), np.array([-3.0, 0.0, 1.0]))
+    got = curvature_grid(saddle, origin, (e1, e2), axes, key=jax.random.key(0), lanczos_steps=3)
+    for i, a in enumerate(axes[0]):
+        for j, b in enumerate(axes[1]):
+            x = np.array([0.1 + a, -0.2 + b, 0.3])
+            dense = np.asarray(SADDLE_A) + 0.4 * (x @ x * np.eye(3) + 2 * np.outer(x, x))
+            low, *_, high = np.linalg.eigvalsh(dense)
+            assert got["lambda_max"][i, j] == pytest.approx(high, rel=1e-4)
+            assert got["lambda_min"][i, j] == pytest.approx(low, rel=1e-4, abs=1e-5)
+    assert got["lambda_min"][0, 0] > 0 > got["lambda_min"][1, 1]  # a minimum-like corner
+
+
+def _digits_problem(*overrides):
+    from lossbench import compose
+    from lossbench.problem import build_problem
+    from lossbench.schema import freeze
+
+    return build_problem(freeze(compose("trainer.progress=false", *overrides)))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [(), ("model=linear", "loss=mse", "loss.l2=0.01"), ("model.activation=relu",)],
+    ids=["mlp", "linear+l2", "relu"],
+)
+def test_first_layer_split_equals_the_plain_evaluation(overrides):
+    """On a plane the first layer's pre-activation X W0 + a X D1 + b X D2 is computed from
+    three products made once: the same metrics as the plain evaluation, point by point."""
+    from lossbench.landscape import first_layer_split
+    from lossbench.landscape.runs import make_metrics_fn, run_data
+
+    problem = _digits_problem(*overrides)
+    params = problem.init_params(jax.random.key(0))
+    directions = random_directions(jax.random.key(1), params, 2, one_d="weights")  # biases move
+    data = run_data(problem)
+    split = first_layer_split(problem, params, {"": "train", "test_": "test"})
+    assert split is not None
+    axes = (np.linspace(-1, 1, 5), np.linspace(-0.5, 1.5, 4))
+    plain = evaluate_grid(make_metrics_fn(problem), params, directions, axes, data, chunk=1)
+    for chunk in (1, 8):
+        fast = evaluate_grid(split, params, directions, axes, data, chunk=chunk)
+        assert sorted(fast) == sorted(plain)
+        for name in ("loss", "test_loss"):
+            np.testing.assert_allclose(fast[name], plain[name], rtol=1e-5)
+        for name in ("accuracy", "test_accuracy"):
+            if name in plain:
+                np.testing.assert_allclose(fast[name], plain[name], atol=1.5 / 1438)
+    assert np.ptp(plain["loss"]) > 0.1 * np.min(plain["loss"])  # a plane, not a constant
+
+
+def test_first_layer_split_refuses_other_models():
+    from lossbench.landscape import first_layer_split
+
+    problem = _digits_problem("model=deep_linear")
+    assert first_layer_split(problem, problem.init_params(jax.random.key(0))) is None
+
+
 def test_snapshots_round_trip_without_pickle(tmp_path):
     params = {
         "layers": {0: {"kernel": np.ones((2, 3, 4)), "bias": np.arange(3.0)}, 1: {"w": np.eye(2)}},
@@ -286,7 +348,11 @@ def _load(run_dir, name):
 @pytest.mark.slow
 @SAVED_RUN_GROUP
 def test_landscape_command_on_a_saved_run(saved_run, capsys):
-    from lossbench.landscape import landscape_main
+    import matplotlib.pyplot as plt
+    from jax.flatten_util import ravel_pytree
+
+    from lossbench.landscape import figures, landscape_main
+    from lossbench.landscape.runs import final_params, run_context
 
     summary, run_dir, positions = saved_run
     final_loss = summary["final_loss_per_seed"]
@@ -310,6 +376,26 @@ def test_landscape_command_on_a_saved_run(saved_run, capsys):
         distance / distance[0], np.array(list(positions.values())) / 2, atol=1e-4
     )
 
+    fig = figures.plot_contour(pca)  # the projected path drawn, its start and end marked
+    lines = {line.get_label(): line.get_xydata() for line in fig.axes[0].lines}
+    np.testing.assert_allclose(lines["trajectory"], pca["path"])
+    np.testing.assert_allclose(lines["start"], pca["path"][:1])
+    np.testing.assert_allclose(lines["end (final)"], [[0, 0]])
+    plt.close(fig)
+
+    assert landscape_main([str(run_dir), "kind=eigen", "grid=3", "span=0.5"]) == 0
+    eigen = _load(run_dir, "eigen")
+    context = run_context(run_dir)  # ground truth: the dense Hessian at the final point
+    flat, unravel = ravel_pytree(final_params(run_dir, context.problem, 0))
+    dense = jax.hessian(lambda v: context.loss_fn(unravel(v), context.data))(flat)
+    exact = np.linalg.eigvalsh(np.asarray(dense, np.float64))
+    assert eigen["eigenvalues"][0] == pytest.approx(exact[-1], rel=1e-3)
+    assert eigen["eigenvalues"][1] == pytest.approx(exact[0], abs=1e-2 * exact[-1])
+    np.testing.assert_allclose(eigen["direction_norms"], 1, rtol=1e-4)  # unit eigenvectors
+    assert eigen["loss"][1, 1] == pytest.approx(final_loss[0], rel=1e-5)
+    along_top = eigen["loss"][0, 1] - 2 * eigen["loss"][1, 1] + eigen["loss"][2, 1]
+    assert along_top > 0  # the top eigenvector curves up
+
     assert landscape_main([str(run_dir), "kind=line", "grid=9", "bezier=20"]) == 0  # seed 0 -> 1
     line = _load(run_dir, "line")
     assert line["loss"][0] == pytest.approx(final_loss[0], rel=1e-5)
@@ -317,6 +403,17 @@ def test_landscape_command_on_a_saved_run(saved_run, capsys):
     assert line["barrier_loss"] >= 0
     assert line["bezier_loss"][0] == pytest.approx(final_loss[0], rel=1e-5)
     assert (run_dir / "landscape" / "line.png").exists()
+    fig = figures.plot_line(line)  # the barrier height written on the curve
+    assert f"barrier {line['barrier_loss']:.3g}" in [t.get_text() for t in fig.axes[0].texts]
+    plt.close(fig)
+
+    # other=RUN_DIR2 (here the run itself): seed 0 to seed 0 is a flat line, no barrier
+    assert (
+        landscape_main([str(run_dir), "kind=line", "grid=5", f"other={run_dir}", "name=self"]) == 0
+    )
+    flat_line = _load(run_dir, "self")
+    np.testing.assert_allclose(flat_line["loss"], final_loss[0], rtol=1e-5)
+    assert flat_line["barrier_loss"] == pytest.approx(0, abs=1e-5 * final_loss[0])
     capsys.readouterr()
 
 

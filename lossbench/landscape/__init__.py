@@ -25,6 +25,8 @@ from lossbench.landscape.directions import random_directions as random_direction
 from lossbench.landscape.directions import tree_combine as tree_combine
 from lossbench.landscape.files import load_landscape as load_landscape
 from lossbench.landscape.files import write_landscape as write_landscape
+from lossbench.landscape.first_layer import FirstLayerSplit as FirstLayerSplit
+from lossbench.landscape.first_layer import first_layer_split as first_layer_split
 from lossbench.landscape.grid import curvature_grid as curvature_grid
 from lossbench.landscape.grid import evaluate_grid as evaluate_grid
 from lossbench.landscape.grid import evaluate_points as evaluate_points

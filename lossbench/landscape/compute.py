@@ -115,9 +115,8 @@ def compute_landscape(
     out["path"], out["path_steps"] = path, np.asarray(steps)
     a_range, b_range = _ranges(kind, span, path)
     out["a"], out["b"] = np.linspace(*a_range, grid), np.linspace(*b_range, grid)
-    out.update(
-        evaluate_grid(metrics_fn, final, directions, (out["a"], out["b"]), data, chunk=chunk)
-    )
+    plane_fn = context.first_layer or metrics_fn  # the same values, first layer once
+    out.update(evaluate_grid(plane_fn, final, directions, (out["a"], out["b"]), data, chunk=chunk))
     out["direction_norms"] = np.array([_norm(d) for d in directions])
     if curvature:
         axes = (np.linspace(*a_range, curvature), np.linspace(*b_range, curvature))

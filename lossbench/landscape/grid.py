@@ -21,6 +21,7 @@ import numpy as np
 
 from lossbench.curvature import hessian_eigenvalues
 from lossbench.landscape.directions import tree_combine
+from lossbench.landscape.first_layer import FirstLayerSplit, evaluate_points_split
 
 PyTree = Any
 MetricsFn = Callable[[PyTree, Any], Any]  # (params, data) -> scalar or dict of scalars
@@ -57,8 +58,12 @@ def evaluate_points(
     `metrics_fn` must be the same function object from call to call (module-level or built
     once) so the compiled program is reused; `data` goes in as an argument, not a constant.
     `chunk`: points per vmapped batch (default: `default_chunk()`). Returns one `(N,)` array
-    per metric (a scalar `metrics_fn` gives `"loss"`).
+    per metric (a scalar `metrics_fn` gives `"loss"`). A `FirstLayerSplit` in place of
+    `metrics_fn` computes its first layer's products once (`landscape.first_layer`).
     """
+    if isinstance(metrics_fn, FirstLayerSplit):
+        chunk = default_chunk() if chunk is None else chunk
+        return evaluate_points_split(metrics_fn, origin, directions, coords, data, chunk=chunk)
     coords = jnp.asarray(coords, jnp.result_type(*jax.tree_util.tree_leaves(origin)))
     if coords.ndim != 2 or coords.shape[1] != len(directions):
         raise ValueError(f"coords must be (N, {len(directions)}), got {coords.shape}")

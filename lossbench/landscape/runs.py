@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from lossbench.landscape.first_layer import first_layer_split
 from lossbench.snapshots import load_snapshots
 
 PyTree = Any
@@ -53,6 +54,7 @@ class RunContext(NamedTuple):
     data: dict  # {"train": ..., "test": ...}
     metrics_fn: Any  # (params, data) -> dict
     loss_fn: Any  # (params, data) -> scalar
+    first_layer: Any  # FirstLayerSplit of metrics_fn for planes, or None (landscape.first_layer)
 
 
 def run_context(run_dir: str | Path) -> RunContext:
@@ -68,7 +70,11 @@ def _cached_context(text: str) -> RunContext:
     cfg = _config_from_text(text)
     problem = build_problem(cfg)
     data = run_data(problem)
-    return RunContext(cfg, problem, data, make_metrics_fn(problem), make_loss_fn(problem))
+    splits = {"": "train", "test_": "test"} if problem.data.test else {"": "train"}
+    first_layer = first_layer_split(problem, like_template(problem), splits)
+    return RunContext(
+        cfg, problem, data, make_metrics_fn(problem), make_loss_fn(problem), first_layer
+    )
 
 
 def like_template(problem) -> PyTree:
