@@ -265,17 +265,23 @@ def run_group(
         for job in group:
             job.heartbeat(steps_completed=done)
 
+        # when the last chunk is a full one, every full chunk runs its program (the final step
+        # logged apart) so the run compiles one chunk program, not two; the extra record of
+        # the other chunks is dropped on the host
+        one_program = t.steps % length == 0
+
         def dispatch(state, start):
             n = min(length, t.steps - start)
             layout = chunk_layout(n, t.log_every, last=start + n == t.steps)
-            out = trainer.chunk(state, train, test, probe_data, layout, hyper)
-            return out, start, n, layout
+            program = chunk_layout(n, t.log_every, last=True) if one_program else layout
+            out = trainer.chunk(state, train, test, probe_data, program, hyper)
+            return out, start, n, layout, program != layout
 
         with StopOnSignals() as stop, _progress(t.progress, t.steps) as update:
             pending = dispatch(state, done) if done < t.steps else None
             tic = time.perf_counter()
             while pending is not None:
-                (state, out), start, n, layout = pending
+                (state, out), start, n, layout, extra_record = pending
                 done = start + n
                 due = t.checkpoint_every and (done // length) % t.checkpoint_every == 0
                 # the next chunk computes while this one's files are written
@@ -283,6 +289,8 @@ def run_group(
                 if done < t.steps and not due and stop.requested is None:
                     pending = dispatch(state, done)
                 out = jax.device_get(out)
+                if extra_record:
+                    out = _drop_last_record(out)
                 logged = logged_steps(start, layout, t.log_every)
                 for job in live():
                     job.record_chunk(out, start, logged)
@@ -380,6 +388,16 @@ def _finish(job: Job, trainer, evaluation, t_train, first_chunk_s, t_start) -> d
     job.summary = summary
     job.heartbeat()
     return summary
+
+
+def _drop_last_record(out: dict) -> dict:
+    """A chunk's records (rows first, log steps second) without the last log step's."""
+    drop = lambda a: a[:, :-1]  # noqa: E731
+    return {
+        **out,
+        "log": jax.tree_util.tree_map(drop, out["log"]),
+        "eval": jax.tree_util.tree_map(drop, out["eval"]),
+    }
 
 
 def _timing(done, t_train, first_chunk_s, t_start) -> dict:
