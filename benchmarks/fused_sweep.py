@@ -6,10 +6,14 @@ Fused: `lossbench.launchers.fused.run_fused` (what `hydra/launcher=fused` calls)
 program for all jobs x seeds. Job by job: what Hydra's basic launcher does, one
 `lossbench.run` per job, each compiling its own program (the persistent compile cache is off:
 a fresh machine); `--basic-jobs` of them are timed and the 16-job wall time extrapolated.
-Both in one process; a warm-up run first so library start-up is charged to neither. Writes
-`benchmarks/fused_sweep.md` (or `--out`).
+Seed by seed: the basic launcher over `trainer.seed=0..S-1` with one seed per job (what a
+sweep without vmapped seeds costs); `--single-jobs` timed, the 16 x S jobs extrapolated.
+All in one process; a warm-up run first so library start-up is charged to none. Row-steps/s
+(runs x steps over the training time less compile) compares the compute of the layouts.
+Writes `benchmarks/fused_sweep.md` (or `--out`).
 
     python benchmarks/fused_sweep.py [--steps 2000] [--seeds 16] [--basic-jobs 8]
+        [--single-jobs 4]
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=16)
     parser.add_argument("--probe-every", type=int, default=100)
     parser.add_argument("--basic-jobs", type=int, default=8)
+    parser.add_argument("--single-jobs", type=int, default=4)
+    parser.add_argument("--note", default="", help="a line appended under the table")
     parser.add_argument("--out", type=Path, default=HERE / "fused_sweep.md")
     args = parser.parse_args()
     jobs = grid(args.steps, args.seeds, args.probe_every)
@@ -77,38 +83,61 @@ def main() -> None:
             timed(lambda i=i: lossbench.run(lossbench.compose(*jobs[i]), tmp / "basic" / str(i)))
             for i in range(args.basic_jobs)
         ]
+        single = [
+            timed(
+                lambda i=i: lossbench.run(
+                    lossbench.compose(*jobs[i % len(jobs)], "trainer.seeds=1", f"trainer.seed={i}"),
+                    tmp / "single" / str(i),
+                )
+            )
+            for i in range(args.single_jobs)
+        ]
     statuses = [s["status"] if isinstance(s, dict) else "failed" for s in summaries]
-    basic_job_s = sum(w for w, _, _ in basic) / len(basic)
-    basic_s = basic_job_s * len(jobs)
-    fused_train = summaries[0]["train_time_s"] - fused_compile
-    basic_train = sum(s["train_time_s"] - c for _, c, s in basic) / len(basic)
-    rows = [
-        ("fused (one program)", fused_s, fused_compile, args.steps / max(fused_train, 1e-9)),
-        (
-            f"job by job (mean of {len(basic)}, x{len(jobs)})",
-            basic_s,
-            sum(c for _, c, _ in basic) / len(basic),
-            args.steps / max(basic_train, 1e-9),
-        ),
-    ]
+    fused_train = fused_s - fused_compile
+    rows = [("fused (one program)", 1, fused_s, fused_compile, fused_train, n_runs)]
+    for name, timings, seeds in (
+        (f"job by job, trainer.seeds={args.seeds}", basic, args.seeds),
+        ("seed by seed, trainer.seeds=1", single, 1),
+    ):
+        if timings:
+            count = n_runs // seeds
+            wall = sum(w for w, _, _ in timings) / len(timings)
+            compile_s = sum(c for _, c, _ in timings) / len(timings)
+            train = wall - compile_s
+            rows.append(
+                (
+                    f"{name} (mean of {len(timings)}, x{count})",
+                    count,
+                    wall * count,
+                    compile_s,
+                    train,
+                    seeds,
+                )
+            )
+    header = (
+        f"Default digits MLP (Adam), {args.steps} steps, sharpness probe every "
+        f"{args.probe_every}, lr {LRS} x init.scale {SCALES} x {args.seeds} seeds = {n_runs} "
+        f"runs; device {jax.devices()[0].device_kind} (x{len(jax.devices())}), one process, "
+        "compile cache off. Compile: JAX's tracing + lowering + XLA time (monitoring events), per "
+        "program. Row-steps/s: the runs one program trains x steps, over its wall time less "
+        "compile (training, probes and writing files). Fused job statuses: "
+        f"{ {s: statuses.count(s) for s in sorted(set(statuses))} }."
+    )
     lines = [
         "# A 4 x 4 x seeds grid: fused launcher vs job by job",
         "",
-        f"Default digits MLP (Adam), {args.steps} steps, sharpness probe every "
-        f"{args.probe_every}, lr {LRS} x init.scale {SCALES} x {args.seeds} seeds = {n_runs} "
-        f"runs; device {jax.default_backend()} ({len(jax.devices())}), one process, compile "
-        "cache off. Compile: JAX's tracing + lowering + XLA time (monitoring events). Steps/s: "
-        "a program's steps over its training time less compile (fused: every job at once; job "
-        f"by job: one job of {args.seeds} vmapped seeds). Fused job statuses: "
-        f"{ {s: statuses.count(s) for s in sorted(set(statuses))} }.",
+        header,
         "",
-        "| layout | wall s | compile s | steps/s per program |",
-        "|---|---|---|---|",
-        *(f"| {n} | {w:.1f} | {c:.1f} | {r:,.1f} |" for n, w, c, r in rows),
+        "| layout | programs | grid wall s | compile s / program | row-steps/s | speed-up |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {n} | {p} | {w:.1f} | {c:.1f} | {r * args.steps / max(t, 1e-9):,.0f} "
+            f"| {w / fused_s:.1f}x |"
+            for n, p, w, c, t, r in rows
+        ),
         "",
-        f"**Speed-up (job by job / fused): {basic_s / fused_s:.1f}x**; "
-        f"fused grid wall time {fused_s / 60:.1f} min (targets: >= 20x, <= 5 min on 2 CPU cores)",
-        "",
+        f"Fused grid wall time {fused_s / 60:.2f} min (targets: >= 20x, <= 5 min on 2 CPU cores).",
+        *([args.note, ""] if args.note else [""]),
     ]
     text = "\n".join(lines)
     args.out.write_text(text)
