@@ -5,7 +5,7 @@ The default MLP on digits (26k parameters), train loss and accuracy on the whole
 MPI: for each point, call one jitted function (the same metrics, the point's parameters formed
 inside it) and read the result back. A subset of the loop is timed and extrapolated to the
 whole grid, in the same process. Also the floor: one point's FLOPs (XLA's cost analysis of the
-loop's jitted call) over this CPU's achieved rate on a large f32 GEMM, times the points; and
+loop's jitted call) over this device's achieved rate on a large f32 GEMM, times the points; and
 the compiled grid with the first layer's products made once (`landscape.first_layer`: exact,
 fewer FLOPs per point). And the cost of `trainer.snapshot_every`: one snapshot of these
 parameters. Writes `benchmarks/landscape.md`.
@@ -230,7 +230,7 @@ def main():
         "",
         f"**Floor.** One point's metrics: {point_flops / 1e6:.1f} MFLOP (XLA cost analysis of "
         f"the loop's jitted call; {cut_flops / 1e6:.1f} MFLOP with the first layer's products "
-        f"made once). This CPU's f32 GEMM (2048³, best of one per repeat, in this process): "
+        f"made once). This device's f32 GEMM (2048³, best of one per repeat, in this process): "
         f"{rate / 1e9:.1f} GFLOP/s (median {np.median(rates['gemm']) / 1e9:.1f}). "
         f"Floor for {n} points: {n} × {point_flops / 1e6:.1f} MFLOP / {rate / 1e9:.1f} GFLOP/s "
         f"= **{floor:.2f} s** ({1e3 * floor / n:.2f} ms / point); with the first layer once "
@@ -239,7 +239,7 @@ def main():
         f"({10 * point_flops * n / loop_time / 1e9:.0f} GFLOP/s of this work); with the "
         f"first layer once, {10 * cut_flops * n / rate / loop_time:.1f}x the GEMM rate. "
         f"Besides the FLOPs, each point has {point_transcendentals / 1e3:.0f}k "
-        "transcendentals (the tanh of both hidden layers, the softmax): at this CPU's "
+        "transcendentals (the tanh of both hidden layers, the softmax): at this device's "
         f"{transcendental_rate / 1e9:.2f} G tanh/s (a 1438×256 array, in cache, best of one "
         "per repeat) they add "
         f"{transcendental_s:.2f} s to the floor ({1e3 * transcendental_s / n:.2f} ms / point).",
