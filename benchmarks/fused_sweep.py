@@ -67,6 +67,9 @@ def main() -> None:
     parser.add_argument("--probe-every", type=int, default=100)
     parser.add_argument("--basic-jobs", type=int, default=8)
     parser.add_argument("--single-jobs", type=int, default=4)
+    parser.add_argument(
+        "--max-batch", type=int, default=None, help="hydra.launcher.max_batch: rows per call"
+    )
     parser.add_argument("--note", default="", help="a line appended under the table")
     parser.add_argument("--out", type=Path, default=HERE / "fused_sweep.md")
     args = parser.parse_args()
@@ -78,7 +81,9 @@ def main() -> None:
         lossbench.run(lossbench.compose(*warm, "trainer.steps=20", "trainer.seeds=1"), tmp / "w")
         configs = [lossbench.compose(*job) for job in jobs]
         dirs = [tmp / "fused" / str(i) for i in range(len(jobs))]
-        fused_s, fused_compile, summaries = timed(lambda: run_fused(configs, dirs, log=print))
+        fused_s, fused_compile, summaries = timed(
+            lambda: run_fused(configs, dirs, max_batch=args.max_batch, log=print)
+        )
         basic = [
             timed(lambda i=i: lossbench.run(lossbench.compose(*jobs[i]), tmp / "basic" / str(i)))
             for i in range(args.basic_jobs)
@@ -94,7 +99,10 @@ def main() -> None:
         ]
     statuses = [s["status"] if isinstance(s, dict) else "failed" for s in summaries]
     fused_train = fused_s - fused_compile
-    rows = [("fused (one program)", 1, fused_s, fused_compile, fused_train, n_runs)]
+    fused_name = "fused (one program)"
+    if args.max_batch:
+        fused_name = f"fused (one program, calls of {args.max_batch} rows)"
+    rows = [(fused_name, 1, fused_s, fused_compile, fused_train, n_runs)]
     for name, timings, seeds in (
         (f"job by job, trainer.seeds={args.seeds}", basic, args.seeds),
         ("seed by seed, trainer.seeds=1", single, 1),

@@ -181,6 +181,19 @@ def config_value(cfg, path: str):
     return cfg
 
 
+def group_trainer(job: Prepared, rows: int):
+    """The compiled functions (`lossbench.train.Trainer`) of `job`'s program over `rows` rows;
+    one for all the batches of a fused group, so they compile once (jit caches by function)."""
+    cfg, problem = job.cfg, job.problem
+    return make_train(
+        problem,
+        cfg.trainer,
+        make_probe_fn(cfg, problem),
+        rows=rows,
+        probe_for=lambda at: make_probe_fn(cfg, at),
+    )
+
+
 def run_group(
     jobs: Sequence[Prepared],
     run_dirs: Sequence[str | Path],
@@ -190,6 +203,7 @@ def run_group(
     sharding=None,
     claimed: bool = False,
     t_start: float | None = None,
+    trainer=None,
 ) -> list[dict]:
     """Train `jobs` as one compiled program, each into its run directory; their summaries.
 
@@ -204,10 +218,7 @@ def run_group(
     t = cfg.trainer
     n_rows = sum(j.cfg.trainer.seeds for j in jobs)
     rows = rows or n_rows
-    probe_fn = make_probe_fn(cfg, problem)
-    trainer = make_train(
-        problem, t, probe_fn, rows=rows, probe_for=lambda at: make_probe_fn(cfg, at)
-    )
+    trainer = trainer or group_trainer(first, rows)
     row_keys, hyper = row_inputs(jobs, traced, rows)
     if sharding is not None:
         row_keys, hyper = jax.device_put((row_keys, hyper), sharding)

@@ -238,3 +238,25 @@ def test_loss_hyperparameters_are_program_inputs(tmp_path):
             )
             _assert_same_frames(f_frame, a_frame, f"job {i} {name}")
     assert fused[0]["final_loss"] != pytest.approx(fused[1]["final_loss"], rel=1e-2)
+
+
+def test_the_batches_of_a_group_share_one_program(tmp_path, monkeypatch):
+    """A group cut into batches (max_batch) builds its jitted functions once: one compile for
+    every batch, not one per batch (jax caches compiled programs per function object)."""
+    from lossbench.launchers import fused
+
+    built: list[int] = []
+    original = fused.group_trainer
+
+    def counting(job, rows):
+        built.append(rows)
+        return original(job, rows)
+
+    monkeypatch.setattr(fused, "group_trainer", counting)
+    jobs = [["optimizer.lr=0.02"], ["optimizer.lr=0.05"], ["optimizer.lr=0.03"]]
+    configs = _configs([["trainer.checkpoint_every=0", *job] for job in jobs])
+    log: list[str] = []
+    out = run_fused(configs, [tmp_path / str(i) for i in range(3)], max_batch=2, log=log.append)
+    assert sum("1 job(s), 2 rows" in line for line in log) == 3, log
+    assert built == [2]
+    assert [s["status"] for s in out] == ["completed"] * 3

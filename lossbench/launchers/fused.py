@@ -23,10 +23,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from lossbench.probing import make_probe_fn, probe_batch
+from lossbench.probing import probe_batch
 from lossbench.problem import FUSED_GROUPS
-from lossbench.runner import Prepared, prepare, row_inputs, run_group
-from lossbench.train import make_train
+from lossbench.runner import Prepared, group_trainer, prepare, row_inputs, run_group
 
 ROW_KEYS = ("trainer.seed", "trainer.seeds")  # rows of the program, not part of it
 HOST_KEYS = ("trainer.progress",)  # the host loop's own; the group uses the first job's
@@ -39,6 +38,7 @@ class Batch:
     jobs: tuple[int, ...]
     traced: tuple[str, ...]  # config paths whose values differ between the jobs
     rows: int  # the row axis, padded
+    group: int = -1  # the group's index: the batches of a group run one compiled program
 
 
 def flat(record: dict, prefix: str = "") -> dict[str, Any]:
@@ -102,7 +102,7 @@ def batches(
     """The groups, each cut into batches of at most `max_batch` rows (a job is never split),
     all batches of a group padded to one row count, a multiple of `devices`."""
     out = []
-    for members, traced in groups(jobs):
+    for group, (members, traced) in enumerate(groups(jobs)):
         cut: list[list[int]] = [[]]
         for i in members:
             seeds = jobs[i].cfg.trainer.seeds
@@ -115,21 +115,17 @@ def batches(
         if len(members) == 1:  # a job alone: the program of a plain run
             out.append(Batch(tuple(members), (), 0))
             continue
-        out.extend(Batch(tuple(part), traced, size) for part in cut)
+        out.extend(Batch(tuple(part), traced, size, group) for part in cut)
     return out
 
 
-def check_traceable(jobs: Sequence[Prepared], batch: Batch) -> str | None:
-    """None when the batch's program traces with its values as inputs, else the reason."""
+def check_traceable(jobs: Sequence[Prepared], batch: Batch, trainer=None) -> str | None:
+    """None when the batch's program (`trainer`, default: built here) traces with its values
+    as inputs, else the reason."""
     if not batch.traced:
         return None
     first = jobs[batch.jobs[0]]
-    trainer = make_train(
-        first.problem,
-        first.cfg.trainer,
-        make_probe_fn(first.cfg, first.problem),
-        probe_for=lambda at: make_probe_fn(first.cfg, at),
-    )
+    trainer = trainer or group_trainer(first, batch.rows)
     keys, hyper = row_inputs([jobs[i] for i in batch.jobs], batch.traced, batch.rows)
     try:
         state = jax.eval_shape(trainer.init, keys, hyper)
@@ -180,8 +176,13 @@ def run_fused(
     valid = [prepared[i] for i in indices]
     n_devices = len(jax.devices())
     plan = []
+    trainers: dict[int, Any] = {}  # group -> its compiled functions, shared by its batches
+    reasons: dict[int, str | None] = {}
     for batch in batches(valid, max_batch, n_devices):
-        reason = check_traceable(valid, batch)
+        if batch.rows and batch.group not in trainers:
+            trainers[batch.group] = group_trainer(valid[batch.jobs[0]], batch.rows)
+            reasons[batch.group] = check_traceable(valid, batch, trainers[batch.group])
+        reason = reasons.get(batch.group) if batch.rows else None
         if reason is None:
             plan.append(batch)
             continue
@@ -206,6 +207,7 @@ def run_fused(
                 rows=rows,
                 sharding=sharding(n_devices) if rows and rows % n_devices == 0 else None,
                 claimed=True,
+                trainer=trainers.get(batch.group) if rows else None,
             )
         except Exception as exc:
             for i in sweep_ids:
