@@ -66,8 +66,8 @@ def make_train(
       probe_fn: `probe(params, batch, key, v0) -> (record, v_next)` from
         `lossbench.curvature.make_probe`, or None for no probes.
       rows: the length of the row axis (default `trainer_cfg.seeds`).
-      probe_for: `problem -> probe_fn`, the probe of the problem at a row's traced loss
-        values (a fused sweep over `loss.*`: the probed loss is the row's own).
+      probe_for: `problem -> probe_fn`, the probe of the problem at a row's traced values
+        (a fused sweep over `loss.*`: the probed loss is the row's own).
     """
     sample = _sampler(trainer_cfg.batch_size if problem.data.train else None)  # no data: none
     log_every = trainer_cfg.log_every
@@ -132,8 +132,7 @@ def make_train(
     def run_probe(state, hyper, probe_batch):
         key, k_probe = jax.random.split(state.key)
         at = problem.at(hyper)
-        loss_traced = any(path.startswith("loss.") for path in hyper)
-        probe = probe_for(at) if probe_for is not None and loss_traced else probe_fn
+        probe = probe_for(at) if probe_for is not None and hyper else probe_fn
         record, vector = probe(state.params, probe_batch, k_probe, state.probe_vector)
         opt = at.optimizer
         record = {

@@ -119,13 +119,12 @@ def batches(
     return out
 
 
-def check_traceable(jobs: Sequence[Prepared], batch: Batch, trainer=None) -> str | None:
-    """None when the batch's program (`trainer`, default: built here) traces with its values
-    as inputs, else the reason."""
+def check_traceable(jobs: Sequence[Prepared], batch: Batch, trainer) -> str | None:
+    """None when the batch's program (`trainer`, its group's) traces with its values as
+    inputs, else the reason."""
     if not batch.traced:
         return None
     first = jobs[batch.jobs[0]]
-    trainer = trainer or group_trainer(first, batch.rows)
     keys, hyper = row_inputs([jobs[i] for i in batch.jobs], batch.traced, batch.rows)
     try:
         state = jax.eval_shape(trainer.init, keys, hyper)
