@@ -40,14 +40,14 @@ from matfree import stochtrace
 from lossbench import curvature as cv
 from lossbench.curvature.density import matfree_lanczos
 from lossbench.curvature.lanczos import lanczos, ritz_values_and_vectors
-from lossbench.curvature.operators import flat_matvec, probe_batch_size
+from lossbench.curvature.operators import flat_matvec, probe_batch_size, rademacher_probe
 from lossbench.schema import ProbeConfig, freeze
 
 SIZES = (64, 128, 128, 10)
 SAMPLES = 1437
 STEPS = (20, 40, 80)
 TRACE_SAMPLES = 600
-TRACE_BATCHES = (10, 40, 150)
+TRACE_BATCHES = (1, 2, 4, 10, 40)
 SLQ_SAMPLES, SLQ_STEPS = 4, 30
 TARGETS = {"hvp": 2.0, "lanczos": 1.10, "trace": 1.05}
 
@@ -164,11 +164,26 @@ def build_kernels(params, batch, key):
     def trace_batched(batch_size):
         def run(p, b, k):
             matvec, flat = flat_hessian(p, b)
-            probes = jax.random.rademacher(k, (TRACE_SAMPLES, n), flat.dtype)
-            forms = jax.lax.map(lambda z: z @ matvec(z), probes, batch_size=batch_size)
-            return jnp.mean(forms)
+
+            def form(key):
+                z = rademacher_probe(key, n, flat.dtype)
+                return z @ matvec(z)
+
+            keys = jax.random.split(k, TRACE_SAMPLES)
+            return jnp.mean(jax.lax.map(form, keys, batch_size=batch_size))
 
         return jax.jit(run), (params, batch, key)
+
+    def signs(packed):
+        """The 600 probes of a trace alone: a word per sign (`jax.random.rademacher`, as
+        matfree's sampler) or 32 signs per word (`rademacher_probe`)."""
+        if packed:
+            draw = lambda k: jax.vmap(lambda q: rademacher_probe(q, n))(  # noqa: E731
+                jax.random.split(k, TRACE_SAMPLES)
+            )
+        else:
+            draw = lambda k: jax.random.rademacher(k, (TRACE_SAMPLES, n))  # noqa: E731
+        return jax.jit(lambda k: jnp.sum(draw(k), axis=1)), (key,)
 
     def trace_now():
         run = lambda p, b, k: cv.trace_of(  # noqa: E731
@@ -179,7 +194,9 @@ def build_kernels(params, batch, key):
     def slq(engine):
         def run(p, b, k):
             matvec, flat = flat_hessian(p, b)
-            probes = jax.random.rademacher(k, (SLQ_SAMPLES, n), flat.dtype)
+            probes = jax.vmap(lambda q: rademacher_probe(q, n, flat.dtype))(
+                jax.random.split(k, SLQ_SAMPLES)
+            )
             if engine is None:
                 return cv.spectral_density_of(
                     cv.hessian_matvec(loss_at(b), p), p, key=k, lanczos_steps=SLQ_STEPS,
@@ -212,6 +229,8 @@ def build_kernels(params, batch, key):
     kernels["lanczos2|40"] = eigen(lanczos, 40, seeds=2)
     kernels["trace_before"] = trace_before()
     kernels["trace_now"] = trace_now()
+    kernels["signs_word"] = signs(packed=False)
+    kernels["signs_packed"] = signs(packed=True)
     for size in TRACE_BATCHES:
         kernels[f"trace_batch|{size}"] = trace_batched(size)
     kernels[f"floor|{SLQ_STEPS}"] = floor(SLQ_STEPS)
@@ -276,6 +295,8 @@ def main(rounds: int = 9, output: Path | None = None) -> str:
         ("before: trace, matfree (one vmap of 600)", "trace_before", None),
         ("trace_of now (hutchinson, 600, batched)", "trace_now", TARGETS["trace"]),
         *[(f"trace, lax.map, batches of {s}", f"trace_batch|{s}", None) for s in TRACE_BATCHES],
+        ("its 600 probes alone, a word per sign (jax.random.rademacher)", "signs_word", None),
+        ("its 600 probes alone, 32 signs per word (rademacher_probe)", "signs_packed", None),
     ):
         row(label, name, ratios(name, "floor|80", TRACE_SAMPLES / 80), "600 x floor unit",
             target)  # fmt: skip

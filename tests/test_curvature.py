@@ -674,15 +674,16 @@ def test_warm_steps_above_lanczos_steps_runs_lanczos_steps():
 
 
 def test_the_sharpness_preset_tracks_dense_lambda_max_with_few_warm_steps(problem, x64):
-    """The default run's probe (`probe=sharpness`: 30 cold steps, then at most 8 warm ones
-    from the last top eigenvector, fewer once λmax moves by <= 1e-4) along a gradient-descent
-    path: λmax equals `eigh`'s top eigenvalue of the dense Hessian to 1e-3 at every probe
+    """The default run's probe (`probe=sharpness`: a cold start from the gradient, then warm
+    starts from the last top eigenvector, each run stopping once the top Ritz pair's error
+    estimate is <= 1e-4 of λmax, at most 30 steps) along a gradient-descent path: λmax equals
+    `eigh`'s top eigenvalue of the dense Hessian to 1e-3 at every probe
     (benchmarks/sharpness_warm_start.md)."""
     from lossbench import compose
 
     cfg = freeze(compose()).probe
-    preset = (cfg.name, cfg.lanczos_steps, cfg.top_k, cfg.warm_steps, cfg.warm_tolerance)
-    assert preset == ("sharpness", 30, 1, 8, 1e-4)
+    preset = (cfg.name, cfg.lanczos_steps, cfg.top_k, cfg.ritz_tolerance, cfg.cold_start)
+    assert preset == ("sharpness", 30, 1, 1e-4, "gradient")
     params, batch = inputs64(problem)
     flat_params, unravel = ravel_pytree(params)
     probe = jax.jit(cv.make_probe(cfg, probe_loss))
@@ -804,16 +805,29 @@ def test_an_unhashable_loss_is_refused_not_run_uncompiled():
 
 def test_batched_trace_equals_the_mean_over_the_same_probes(x64):
     """`lax.map` over batches changes only the schedule: same probes, same numbers."""
-    from matfree import stochtrace
-
     matrix = jax.random.normal(jax.random.PRNGKey(33), (50, 50), jnp.float64)
     matrix = matrix + matrix.T
     key, samples = jax.random.PRNGKey(34), 70
     result = cv.trace_of(lambda v: matrix @ v, jnp.zeros(50), key=key, samples=samples)
-    probes = stochtrace.sampler_signs(jnp.zeros(50), num=samples)(key)
+    keys = jax.random.split(key, samples)
+    probes = np.stack([cv.operators.rademacher_probe(k, 50, jnp.float64) for k in keys])
     forms = np.einsum("sn,nm,sm->s", probes, matrix, probes)
     np.testing.assert_allclose(result.estimate, forms.mean(), rtol=1e-12)
     np.testing.assert_allclose(result.sem, forms.std(ddof=1) / np.sqrt(samples), rtol=1e-10)
-    assert cv.operators.probe_batch_size(26_122, 600) == 40
-    assert cv.operators.probe_batch_size(50, 70) == 70
-    assert cv.operators.probe_batch_size(10**8, 600) == 1
+    for backend, size in (("cpu", 2), ("gpu", 40)):
+        assert cv.operators.probe_batch_size(26_122, 600, backend) == size
+    assert cv.operators.probe_batch_size(50, 70, "cpu") == 70
+    assert cv.operators.probe_batch_size(10**8, 600, "gpu") == 1
+
+
+def test_rademacher_probes_are_fair_independent_signs():
+    """32 signs per random word: every entry ±1, each position fair over many keys, distinct
+    keys give distinct vectors, and lengths that are not a multiple of 32 work."""
+    keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+    probes = np.asarray(jax.vmap(lambda k: cv.operators.rademacher_probe(k, 70))(keys))
+    assert probes.shape == (4000, 70) and set(np.unique(probes)) == {-1.0, 1.0}
+    # each entry's mean has standard deviation 1/sqrt(4000) = 0.016
+    assert np.abs(probes.mean(axis=0)).max() < 0.07
+    # neighbouring bits of one word are uncorrelated: E[z_i z_j] = 0 (i != j)
+    correlation = probes.T @ probes / 4000
+    assert np.abs(correlation - np.eye(70)).max() < 0.08

@@ -21,6 +21,7 @@ from lossbench.curvature.operators import (
     compiled,
     flat_matvec,
     hessian_matvec,
+    rademacher_probe,
 )
 
 PyTree = Any
@@ -139,8 +140,12 @@ def spectral_density_of(
     """
     matvec_flat, flat, _ = flat_matvec(matvec, params_like)
     num_steps = max(1, min(int(lanczos_steps), flat.shape[0]))
-    probes = jax.random.rademacher(key, (samples, flat.shape[0]), flat.dtype)
-    nodes, weights = batched_map(lambda z: quadrature_from_start(matvec_flat, z, num_steps), probes)
+    n, dtype = flat.shape[0], flat.dtype
+    nodes, weights = batched_map(
+        lambda k: quadrature_from_start(matvec_flat, rademacher_probe(k, n, dtype), num_steps),
+        jax.random.split(key, samples),
+        n,
+    )
     return SpectralDensity(nodes, weights / samples)
 
 

@@ -122,23 +122,41 @@ def compiled(*static_argnames: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
-# Probe vectors per batch of `lax.map` in trace and SLQ: all at once (one vmap) keeps every
-# sample's intermediates alive and runs out of cache; one at a time loses the batched matmuls.
-# About 2**20 vector elements per batch (40 vectors for a 26k-parameter MLP) measured best
-# on CPU (benchmarks/probe_cost_kernels.md).
-BATCH_ELEMENTS = 2**20
+# Probe vectors per batch of `lax.map` in trace and SLQ, as vector elements per batch. All at
+# once (one vmap) keeps every sample's intermediates alive and runs out of cache; one at a
+# time loses the batched matmuls of small models. On a 2-core CPU a 600-sample trace of the
+# 26k-parameter MLP on 1437 samples ran at 1.32 / 1.38 / 1.50 x its matvec floor in batches of
+# 10 / 40 / 150, and best at 1-4 vectors; a 1.4k-parameter MLP on 200 samples ran best at
+# 4-64 (benchmarks/probe_cost_kernels.md): 2**16 elements there. Accelerators keep 2**20
+# (40 vectors at 26k parameters; not measured against other sizes).
+BATCH_ELEMENTS = {"cpu": 2**16}
+BATCH_ELEMENTS_DEFAULT = 2**20
 
 
-def probe_batch_size(num_parameters: int, samples: int) -> int:
-    """Probe vectors per `lax.map` batch for `num_parameters` (see `BATCH_ELEMENTS`)."""
-    return int(max(1, min(samples, BATCH_ELEMENTS // max(num_parameters, 1))))
+def probe_batch_size(num_parameters: int, samples: int, backend: str | None = None) -> int:
+    """Probe vectors per `lax.map` batch for `num_parameters` on `backend` (default: JAX's
+    default backend; see `BATCH_ELEMENTS`)."""
+    backend = backend or jax.default_backend()
+    elements = BATCH_ELEMENTS.get(backend, BATCH_ELEMENTS_DEFAULT)
+    return int(max(1, min(samples, elements // max(num_parameters, 1))))
 
 
-def batched_map(function: Callable, vectors: jax.Array) -> jax.Array:
-    """`function` over the rows of `vectors`, vmapped within batches of `probe_batch_size`
-    rows, batches one after another (`lax.map`)."""
-    samples, n = vectors.shape
-    return jax.lax.map(function, vectors, batch_size=probe_batch_size(n, samples))
+def batched_map(function: Callable, inputs: jax.Array, num_parameters: int) -> Any:
+    """`function` over the rows of `inputs` (probe vectors, or one PRNG key per probe),
+    vmapped within batches of `probe_batch_size(num_parameters)` rows, batches one after
+    another (`lax.map`)."""
+    size = probe_batch_size(num_parameters, inputs.shape[0])
+    return jax.lax.map(function, inputs, batch_size=size)
+
+
+def rademacher_probe(key: jax.Array, n: int, dtype=jnp.float32) -> jax.Array:
+    """One Rademacher vector (entries ±1 with probability ½ each) of length `n`, 32 signs
+    from each random 32-bit word. `jax.random.rademacher` (and matfree's `sampler_signs`)
+    draws a word per entry: for 600 probes of 26k entries that took 6x the CPU time, about 7%
+    of a 600-sample trace's matvecs on a 2-core CPU (benchmarks/probe_cost_kernels.md)."""
+    words = jax.random.bits(key, (-(-n // 32),), jnp.uint32)
+    bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    return (2 * bits.reshape(-1)[:n].astype(dtype) - 1).astype(dtype)
 
 
 def bind_args(function: Callable, args: tuple) -> Callable:

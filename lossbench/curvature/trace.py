@@ -16,6 +16,7 @@ from lossbench.curvature.operators import (
     compiled,
     flat_matvec,
     hessian_matvec,
+    rademacher_probe,
 )
 
 PyTree = Any
@@ -39,8 +40,9 @@ def trace_of(
 ) -> TraceResult:
     """Estimate tr(M) and its standard error from `samples` random probes.
 
-    - "hutchinson": Hutchinson (1989), the mean of `zᵀMz` over Rademacher `z`; `samples`
-      matvecs; the SEM is the sample standard deviation (ddof=1) over √samples.
+    - "hutchinson": Hutchinson (1989), the mean of `zᵀMz` over Rademacher `z`
+      (`rademacher_probe`); `samples` matvecs; the SEM is the sample standard deviation
+      (ddof=1) over √samples.
     - "xtrace": XTrace of Epperly, Tropp & Webber (2024), exact on a rank-`samples` Nyström-like
       part plus a leave-one-out Hutchinson estimate of the rest; `2·samples` matvecs, Gaussian
       probes; the SEM is that of the leave-one-out estimates (ddof=1). Needs `samples ≤ n`, and
@@ -52,12 +54,17 @@ def trace_of(
         raise ValueError(f"samples={samples!r} is not allowed: at least 2 (for an error bar)")
     matvec_flat, flat, _ = flat_matvec(matvec, params_like)
     if method == "hutchinson":
-        # matfree's sampler and integrand, mapped over batches of probes (`batched_map`)
-        # instead of matfree's single vmap over all of them: 1.3 x the matvec floor at 600
-        # samples on a 26k-parameter MLP against about 1.0 (benchmarks/probe_cost_kernels.md)
-        probes = stochtrace.sampler_signs(flat, num=samples)(key)
+        # matfree's integrand, mapped over batches of probes (`batched_map`) drawn in the
+        # batch from one key each (`rademacher_probe`), instead of matfree's single vmap over
+        # all samples drawn at once: 2.1 x the matvec floor at 600 samples on a 26k-parameter
+        # MLP (benchmarks/probe_cost_kernels.md), and the probes never all in memory
         integrand = stochtrace.monte_carlo_trace()
-        quadratic_forms = batched_map(lambda z: integrand(matvec_flat, z), probes)
+        n, dtype = flat.shape[0], flat.dtype
+        quadratic_forms = batched_map(
+            lambda k: integrand(matvec_flat, rademacher_probe(k, n, dtype)),
+            jax.random.split(key, samples),
+            n,
+        )
         estimate = jnp.mean(quadratic_forms)
         sem = jnp.std(quadratic_forms, ddof=1) / jnp.sqrt(samples)
         return TraceResult(estimate, sem)
