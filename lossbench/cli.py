@@ -36,8 +36,10 @@ class _Outcome:
     failure: BaseException | None = None
 
 
-def _task(cfg) -> None:
+def _task(cfg) -> float | None:
     """The Hydra task: everything is built inside the job (launchers pickle this function).
+    Returns the run's `objective` figure, what a sweeper such as `hydra/sweeper=optuna`
+    optimises (NaN for a job that failed).
 
     Exit codes (the README's table): 0 for a run that finished as a result (`completed` or
     `diverged`), 1 for `failed`, 2 for a bad config, 130 / 143 for SIGINT / SIGTERM. In a
@@ -62,7 +64,7 @@ def _task(cfg) -> None:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             _record_failure(run_dir, cfg, exc)
             print(f"error: job {hydra_cfg.job.num}: {_one_line(exc)}", file=sys.stderr)
-            return
+            return float("nan")
         if isinstance(exc, ConfigError) and run_dir.absolute() in CLAIMS:
             release(CLAIMS[run_dir.absolute()])
         else:
@@ -75,6 +77,14 @@ def _task(cfg) -> None:
         import signal
 
         sys.exit(EXIT_CODES[signal.Signals[summary.get("signal", "SIGINT")]])
+    return objective_value(summary, config.objective)
+
+
+def objective_value(summary: dict, name: str) -> float:
+    """The summary figure `name` (`objective`): a mean over the live seeds, NaN where the run
+    has none (every seed diverged)."""
+    value = summary.get(name)
+    return float(value) if isinstance(value, int | float) else float("nan")
 
 
 def _one_line(exc: BaseException) -> str:

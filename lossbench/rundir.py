@@ -138,6 +138,7 @@ RESUME_FREE_KEYS = (
     "trainer.checkpoint_every",
     "trainer.keep_checkpoints",
     "trainer.save_params",
+    "objective",  # what a sweeper reads from the summary, not part of the run
 )
 
 

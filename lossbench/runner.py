@@ -117,6 +117,19 @@ def _check_run(cfg) -> None:
         raise ConfigError("trainer.snapshot_every", t.snapshot_every, "0 (none) or more steps")
 
 
+def _check_objective(cfg, problem: Problem) -> None:
+    """`objective` names a figure the run's summary will have: final_<metric> (the training
+    data) or final_test_<metric> (the held-out data), or final_loss for a surface."""
+    objective = getattr(cfg, "objective", "final_loss")
+    names = {"final_loss"}
+    params = jax.eval_shape(problem.init_params, jax.random.key(0))
+    for prefix, data in (("final_", problem.data.train), ("final_test_", problem.data.test)):
+        if data:
+            names |= {prefix + name for name in jax.eval_shape(problem.metrics, params, data)}
+    if objective not in names:
+        raise ConfigError("objective", objective, f"one of {', '.join(sorted(names))}")
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A config checked and built: what a run of it trains (nothing written yet)."""
@@ -133,6 +146,7 @@ def prepare(cfg) -> Prepared:
     cfg = freeze(cfg)
     _check_run(cfg)
     problem = build_problem(cfg)
+    _check_objective(cfg, problem)
     cfg = dataclasses.replace(cfg, probe=fit_probe(cfg.probe, problem))
     length = chunk_length(cfg)
     if cfg.trainer.snapshot_every % length:

@@ -89,6 +89,9 @@ class Config:
     probe: ProbeConfig = MISSING
     detect: DetectConfig = MISSING
     study: str = "default"  # a label carried into results
+    # the summary figure a sweeper optimises (hydra/sweeper=optuna): final_<metric> or
+    # final_test_<metric>, a mean over the live seeds
+    objective: str = "final_loss"
     imports: list[str] = field(default_factory=list)  # user modules that register options
 
 

@@ -34,7 +34,7 @@ class FusedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
-        from lossbench.cli import _one_line, _record_failure, typed_config
+        from lossbench.cli import _one_line, _record_failure, objective_value, typed_config
         from lossbench.errors import ConfigError
         from lossbench.launchers.fused import run_fused
 
@@ -86,9 +86,11 @@ class FusedLauncher(Launcher):
             on_failure=lambda k, exc: failed(keep[k], exc),
             log=lambda line: print(line, file=sys.stderr),
         )
-        for ret in returns:  # a failed job is in its run directory; the sweep goes on
-            ret.return_value = None
+        # what the task returns in a job of its own: the objective, NaN for a failed job (it
+        # is in its run directory; the sweep goes on)
+        for ret in returns:
+            ret.return_value = float("nan")
         for k, result in zip(keep, results, strict=True):
             if isinstance(result, dict):
-                returns[k].return_value = result
+                returns[k].return_value = objective_value(result, configs[k].objective)
         return returns
