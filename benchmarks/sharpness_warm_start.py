@@ -7,7 +7,9 @@ Lanczos λmax on the probe batch (the whole training set). Then the in-loop prob
 previous one's top eigenvector (the first one cold, with the preset's `lanczos_steps`, as in
 a run): for each fixed warm budget (`probe.warm_steps`, no tolerance) and warm-start noise,
 and for a budget of 8 with a stopping tolerance (`probe.warm_tolerance`: stop once a step
-raises λmax by at most that fraction). The tables give, over the run, the largest relative
+raises λmax by at most that fraction), and with the top Ritz pair's error estimate
+(`probe.ritz_tolerance`, the preset's rule, its cold probe from the gradient) over several
+training seeds. The tables give, over the run, the largest relative
 and absolute error of λmax against the reference, how many probes were within 1e-3
 (relative), and the mean number of warm Lanczos steps. Also: λmax on random subsets of the
 training set against the full set, the error a `probe.batch_size` costs.
@@ -29,7 +31,6 @@ HERE = Path(__file__).resolve().parent
 import lossbench.curvature.probe as probe_module  # noqa: E402
 from lossbench import compose  # noqa: E402
 from lossbench import curvature as cv  # noqa: E402
-from lossbench.curvature.operators import loss_grad_and_hessian_matvec  # noqa: E402
 from lossbench.probing import probe_batch  # noqa: E402
 from lossbench.problem import build_problem  # noqa: E402
 from lossbench.schema import freeze  # noqa: E402
@@ -40,6 +41,10 @@ NOISES = (0.01, 1.0)
 TOLERANCES = (1e-3, 3e-4, 1e-4, 3e-5)
 TOLERANCE_BUDGET = 8
 TOLERANCE = 1e-3
+RITZ_TOLERANCES = (1e-3, 3e-4, 1e-4)
+SEEDS = (0, 1, 2, 3)
+# the rows before `ritz_tolerance`: a random cold start, increments or fixed budgets
+BEFORE_RITZ = {"ritz_tolerance": None, "cold_start": "random", "warm_tolerance": None}
 SUBSETS = (128, 256, 512, 1024)
 
 
@@ -49,13 +54,13 @@ def with_warm_steps(probe_cfg, warm_steps):
     return dataclasses.replace(probe_cfg, warm_steps=warm_steps)
 
 
-def trajectory(overrides, steps, every):
+def trajectory(overrides, steps, every, seed=0):
     """Parameters (one seed) every `every` steps of the run, the problem and its probe batch."""
-    cfg = freeze(compose("trainer.progress=false", "probe=off", *overrides))
+    cfg = freeze(compose("trainer.progress=false", "probe=off", f"trainer.seed={seed}", *overrides))
     problem = build_problem(cfg)
     trainer = make_train(problem, cfg.trainer, None)
     train, test = jax.device_put(problem.data.train), jax.device_put(problem.data.test)
-    state = trainer.init(seed_keys(0, 1))
+    state = trainer.init(seed_keys(seed, 1))
     points = [jax.tree_util.tree_map(lambda a: a[0], state.params)]
     for _ in range(steps // every):
         state, _ = trainer.chunk(state, train, test, {}, every)
@@ -72,34 +77,6 @@ def cold_lambda_max(problem, params, batch, seed, steps=40):
     return float(result.lambda_max)
 
 
-def warm_steps_taken(problem, probe_cfg, points, batch) -> list[int]:
-    """Lanczos steps of each warm probe along `points`: the probe's eigen-solve as
-    `make_probe` runs it (same start vectors, budget and tolerance), reporting its steps."""
-    noise = probe_module.SHORT_WARM_START_NOISE
-
-    @jax.jit
-    def solve(params, key, v0):
-        _, _, matvec = loss_grad_and_hessian_matvec(lambda q: problem.loss(q, batch), params)
-        eig_key = jax.random.split(key, 4)[0]  # as make_probe splits its key
-        result = cv.eigenvalues_of(
-            matvec, params, key=eig_key, lanczos_steps=probe_cfg.lanczos_steps, top_k=1,
-            bottom_k=0, v0=v0, warm_start_noise=noise, max_steps=probe_cfg.warm_steps,
-            top_tolerance=probe_cfg.warm_tolerance,
-        )  # fmt: skip
-        return result.steps, jax.tree_util.tree_map(lambda leaf: leaf[0], result.top_vectors)
-
-    taken, vector = [], None
-    for i, params in enumerate(points):
-        if vector is None:  # the cold first probe
-            _, vector = probe(probe_cfg, problem)(
-                params, batch, jax.random.PRNGKey(100), zeros_like(params)
-            )
-            continue
-        steps, vector = solve(params, jax.random.PRNGKey(100 + i), vector)
-        taken.append(int(steps))
-    return taken
-
-
 def zeros_like(tree):
     return jax.tree_util.tree_map(jnp.zeros_like, tree)
 
@@ -108,18 +85,41 @@ def probe(probe_cfg, problem):
     return jax.jit(cv.make_probe(probe_cfg, problem.loss))
 
 
-def replay(probe_cfg, problem, points, batch, reference):
+def replay(probe_cfg, problem, points, batch, reference, with_steps=False):
     """λmax of the in-loop probe along `points`: (max relative error, max absolute error,
-    within-tolerance flags)."""
+    within-tolerance flags), and with `with_steps` the Lanczos steps of each probe."""
     run = probe(probe_cfg, problem)
     vector = zeros_like(points[0])
-    found = []
+    found, steps = [], []
     for i, p in enumerate(points):
         record, vector = run(p, batch, jax.random.PRNGKey(100 + i), vector)
         found.append(float(record["lambda_max"]))
+        steps.append(int(record["lanczos_steps_run"]))
     error = np.abs(np.asarray(found) - reference)
     relative = error / np.abs(reference)
-    return relative.max(), error.max(), relative <= TOLERANCE
+    result = (relative.max(), error.max(), relative <= TOLERANCE)
+    return (*result, steps) if with_steps else result
+
+
+def ritz_rows(preset, steps, every):
+    """(tolerance, max relative error, within flags, cold steps per seed, warm steps) of the
+    preset's rule at each tolerance, over `SEEDS`: training seeds, each its own run."""
+    runs = []
+    for seed in SEEDS:
+        _, problem, points = trajectory([], steps, every, seed)
+        batch = jax.device_put(probe_batch(freeze(compose()), problem))
+        reference = np.array([cold_lambda_max(problem, p, batch, i) for i, p in enumerate(points)])
+        runs.append((problem, points, batch, reference))
+    rows = []
+    for tolerance in RITZ_TOLERANCES:
+        cfg = dataclasses.replace(preset, ritz_tolerance=tolerance)
+        worst, within, cold, warm = 0.0, [], [], []
+        for problem, points, batch, reference in runs:
+            relative, _, ok, taken = replay(cfg, problem, points, batch, reference, True)
+            worst, cold, warm = max(worst, relative), [*cold, taken[0]], [*warm, *taken[1:]]
+            within.extend(ok)
+        rows.append((tolerance, worst, np.asarray(within), cold, warm))
+    return rows
 
 
 def main(output: Path | None, steps: int = 2000, every: int = 100) -> str:
@@ -127,7 +127,7 @@ def main(output: Path | None, steps: int = 2000, every: int = 100) -> str:
     batch = jax.device_put(probe_batch(cfg, problem))
     reference = np.array([cold_lambda_max(problem, p, batch, i) for i, p in enumerate(points)])
     preset = freeze(compose("probe=sharpness")).probe  # as shipped: its cold lanczos_steps
-    sharpness = dataclasses.replace(preset, top_k=1, bottom_k=0, warm_tolerance=None)
+    sharpness = dataclasses.replace(preset, top_k=1, bottom_k=0, **BEFORE_RITZ)
     rows = []
     for noise in NOISES:
         probe_module.SHORT_WARM_START_NOISE = noise
@@ -140,9 +140,9 @@ def main(output: Path | None, steps: int = 2000, every: int = 100) -> str:
         adaptive = dataclasses.replace(
             sharpness, warm_steps=TOLERANCE_BUDGET, warm_tolerance=tolerance
         )
-        taken = warm_steps_taken(problem, adaptive, points, batch)
-        result = replay(adaptive, problem, points, batch, reference)
-        tolerance_rows.append((tolerance, *result, float(np.mean(taken)), max(taken)))
+        *result, taken = replay(adaptive, problem, points, batch, reference, True)
+        tolerance_rows.append((tolerance, *result, float(np.mean(taken[1:])), max(taken[1:])))
+    ritz = ritz_rows(dataclasses.replace(preset, top_k=1, bottom_k=0), steps, every)
 
     train = problem.data.train
     n_train = next(iter(train.values())).shape[0]
@@ -165,6 +165,24 @@ def main(output: Path | None, steps: int = 2000, every: int = 100) -> str:
         f"{sharpness.lanczos_steps} steps). Reference: cold 40-step Lanczos λmax on the whole "
         f"training set ({reference.min():.3g} to {reference.max():.3g} over the run). Written "
         "by `benchmarks/sharpness_warm_start.py`.",
+        "",
+        f"## The preset's rule: stop once the top Ritz pair's error estimate r² / (θ₁ - θ₂) "
+        "is at most the tolerance times λmax (`probe.ritz_tolerance`), cold probe from the "
+        f"gradient, at most {preset.lanczos_steps} steps",
+        "",
+        f"Training seeds {SEEDS}, each its own run and reference, warm-start noise "
+        f"{probe_module.SHORT_WARM_START_NOISE:g}.",
+        "",
+        f"| tolerance | max relative error | probes within {TOLERANCE:g} | cold steps (per "
+        "seed) | mean warm steps | most warm steps |",
+        "|---:|---:|---:|---|---:|---:|",
+        *[
+            f"| {tol:g} | {rel:.1e} | {ok.sum()}/{ok.size} | {', '.join(map(str, cold))} "
+            f"| {np.mean(warm):.2f} | {max(warm)} |"
+            for tol, rel, ok, cold, warm in ritz
+        ],
+        "",
+        "The tables below: seed 0, the rules before `ritz_tolerance` (a random cold start).",
         "",
         f"## A warm budget of at most {TOLERANCE_BUDGET} steps, stopping once a step raises "
         "λmax by at most the tolerance (`probe.warm_tolerance`; warm-start noise 0.01)",

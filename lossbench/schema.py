@@ -73,6 +73,10 @@ class ProbeConfig:
     # A warm probe also stops once a step raises lambda_max by at most this fraction of it
     # (null: it runs all warm_steps)
     warm_tolerance: float | None = None
+    # Any probe's Lanczos run also stops once the top Ritz pair's error estimate
+    # r^2 / (theta_1 - theta_2) is at most this fraction of lambda_max (null: off)
+    ritz_tolerance: float | None = None
+    cold_start: str = "random"  # random | gradient: a cold probe's Lanczos start vector
 
 
 from lossbench.pathology.config import DetectConfig  # noqa: E402  (Hydra-free, re-export)

@@ -666,6 +666,42 @@ def test_lanczos_stops_once_the_top_ritz_value_settles():
     assert np.max(np.abs(basis @ basis.T - np.eye(size))) <= 1e-5
 
 
+def test_lanczos_stops_once_the_top_ritz_error_estimate_is_small():
+    """`ritz_tolerance`: the run stops at the first step whose top Ritz pair has
+    r² / (θ₁ - θ₂) <= tolerance · θ₁, with λmax within that tolerance of the true value; a
+    negative tolerance runs every step. (An estimate, not a bound: at 1e-2 it stops after 3
+    steps, 1.7e-2 off, while θ₂ still lies in the bulk below λ₂ = 9.)"""
+    diagonal = jnp.concatenate([jnp.linspace(0.0, 1.0, 200), jnp.array([9.0, 10.0])])
+    start = jax.random.normal(jax.random.PRNGKey(34), diagonal.shape)
+    run = jax.jit(lambda s, tol: cv.lanczos(lambda v: diagonal * v, s, 40, None, None, tol))
+    full = run(start, -1.0)
+    assert int(full.size) == 40
+    sizes = []
+    for tolerance in (1e-3, 1e-5):
+        stopped = run(start, tolerance)
+        size = int(stopped.size)
+        assert 2 <= size < 40
+        assert np.all(np.asarray(stopped.basis)[size:] == 0)
+        top = np.linalg.eigvalsh(np.asarray(stopped.tridiagonal, np.float64))[-1]
+        assert -1e-5 <= 10.0 - top <= tolerance * 10.0
+        sizes.append(size)
+    assert sizes[0] < sizes[1]  # a tighter tolerance runs longer
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("ritz_tolerance", -0.1, "null or a number in [0, 1)"),
+        ("ritz_tolerance", "1e-4", "null or a number in [0, 1)"),
+        ("cold_start", "zeros", "one of ('random', 'gradient')"),
+    ],
+)
+def test_a_bad_ritz_tolerance_or_cold_start_is_refused_in_one_line(key, value, allowed):
+    with pytest.raises(cv_errors().ConfigError) as error:
+        cv.make_probe(probe_config(**{key: value}), probe_loss)
+    assert str(error.value) == f"probe.{key}={value!r} is not allowed: {allowed}"
+
+
 def test_warm_steps_above_lanczos_steps_runs_lanczos_steps():
     assert cv_probe().warm_steps_of(probe_config(lanczos_steps=20, warm_steps=81)) == 20
     assert cv_probe().warm_steps_of(probe_config(warm_steps=6)) == 6

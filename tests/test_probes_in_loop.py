@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 from conftest import compose_config, run_overrides
 
-from lossbench.curvature import hessian_eigenvalues, hessian_trace
-from lossbench.probing import probe_batch
+from lossbench.curvature import hessian_eigenvalues, hessian_trace, make_probe
+from lossbench.probing import fit_probe, probe_batch
 from lossbench.problem import build_problem
 from lossbench.results import load_params
 from lossbench.schema import freeze
+from lossbench.train import make_train, seed_keys
 
 RUN = [
     "data=blobs",
@@ -85,3 +86,41 @@ def test_probe_columns_and_edge_of_stability_reference(tmp_path):
     np.testing.assert_allclose(probes.eos_threshold, (2 + 2 * 0.9) / 0.05, rtol=1e-6)
     assert (probes.lambda_max >= probes.lambda_min).all()
     assert (probes.trace_sem > 0).all()
+
+
+SHARPNESS_RUN = ["data=blobs", "model.widths=[16]", "probe=sharpness", "probe.every=25"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_sharpness_preset_in_the_loop_matches_dense_lambda_max_at_every_probe(seed):
+    """`probe=sharpness` as a run computes it (a probe at step 0 from the gradient, then one
+    after every 25 Adam steps, warm-started, each stopping on the top Ritz pair's error
+    estimate `probe.ritz_tolerance`): λmax equals `eigvalsh` of the dense Hessian to 1e-3 at
+    every probe, and the warm probes stop well before the step budget."""
+    cfg = freeze(compose_config([*SHARPNESS_RUN, f"trainer.seed={seed}"]))
+    problem = build_problem(cfg)
+    probe_cfg = fit_probe(cfg.probe, problem)
+    assert probe_cfg.ritz_tolerance == 1e-4 and probe_cfg.lanczos_steps == 30
+    trainer = make_train(problem, cfg.trainer, make_probe(probe_cfg, problem.loss))
+    train, test = problem.data.train, problem.data.test
+    batch = probe_batch(cfg, problem)
+    state, record = trainer.probe(trainer.init(seed_keys(seed, 1)), batch)
+    probes = [(state.params, record)]
+    for _ in range(8):
+        state, out = trainer.chunk(state, train, test, batch, probe_cfg.every)
+        probes.append((state.params, out["probe"]))
+
+    flat, unravel = jax.flatten_util.ravel_pytree(
+        jax.tree_util.tree_map(lambda a: a[0], state.params)
+    )
+    dense = jax.jit(jax.hessian(lambda f: problem.loss(unravel(f), batch)))
+    steps = []
+    for index, (params, record) in enumerate(probes):
+        flat = jax.flatten_util.ravel_pytree(jax.tree_util.tree_map(lambda a: a[0], params))[0]
+        top = np.linalg.eigvalsh(np.asarray(dense(flat), np.float64))[-1]
+        found = float(record["lambda_max"][0])
+        assert abs(found - top) <= 1e-3 * abs(top), (index, found, top)
+        steps.append(int(record["lanczos_steps_run"][0]))
+    assert flat.shape[0] > probe_cfg.lanczos_steps  # Lanczos cannot simply exhaust the space
+    assert max(steps[1:]) < probe_cfg.lanczos_steps and np.mean(steps[1:]) < steps[0], steps

@@ -56,6 +56,7 @@ def lanczos(
     num_steps: int,
     max_size: Any = None,
     top_tolerance: Any = None,
+    ritz_tolerance: Any = None,
 ) -> LanczosDecomposition:
     """Run up to `num_steps` Lanczos steps from `start` (any norm), reorthogonalised.
 
@@ -66,6 +67,14 @@ def lanczos(
     raised the largest Ritz value by at most `top_tolerance` times its size: the top Ritz
     value grows monotonically towards λmax, and a step that barely moves it means the
     Krylov space has (nearly) converged there. Only the top end is converged then.
+    `ritz_tolerance` (may be traced; negative: off) stops the loop, after at least 2 steps,
+    once the top Ritz pair's error estimate `r² / (θ₁ - θ₂)` is at most `ritz_tolerance`
+    times `|θ₁|`: `r = β_j |y_j|` is its residual norm (free, see `eigenvalues_of`) and
+    `θ₁ - θ₂` the Ritz gap standing in for `λ₁ - λ₂` in the Kato-Temple bound
+    `λ₁ - θ₁ <= r² / (θ₁ - λ₂)` (Temple 1928; Kato 1949; Parlett 1998, ch. 10). It decides
+    on the step's own Ritz pair, not on the next step's change. An estimate, not a bound:
+    while θ₂ still lies below λ₂ the gap is overestimated, so the tolerance must be chosen
+    by measurement (`benchmarks/sharpness_warm_start.md`).
 
     Lanczos (1950), three-term recurrence, then one classical Gram-Schmidt pass against the
     whole basis (kept row-major, (m, n)); a second pass runs only when the first removed
@@ -106,13 +115,25 @@ def lanczos(
         w, coefficients, _, _, in_span = state
         return w, coefficients, in_span
 
-    def top_ritz_value(projections, size):
-        """The largest eigenvalue of the leading `size` block of the symmetrised `T`."""
+    def leading_block(projections, size):
+        """The leading `size` block of the symmetrised `T`, the other diagonal entries
+        pushed below its spectrum."""
         valid = jnp.arange(num_steps) < size
         block = jnp.where(valid[:, None] & valid[None, :], projections, 0)
         block = jnp.triu(block) + jnp.triu(block, 1).T
         bound = jnp.max(jnp.sum(jnp.abs(block), axis=1))
-        return jnp.linalg.eigvalsh(block + jnp.diag(jnp.where(valid, 0, -(2 * bound + 1))))[-1]
+        return block + jnp.diag(jnp.where(valid, 0, -(2 * bound + 1)))
+
+    def top_ritz_value(projections, size):
+        """The largest eigenvalue of the leading `size` block of the symmetrised `T`."""
+        return jnp.linalg.eigvalsh(leading_block(projections, size))[-1]
+
+    def top_ritz_error(projections, size, beta):
+        """`(θ₁, r² / (θ₁ - θ₂))` of the leading `size` block (see `ritz_tolerance`)."""
+        values, vectors = jnp.linalg.eigh(leading_block(projections, size))
+        residual = beta * jnp.abs(vectors[size - 1, -1])
+        gap = values[-1] - values[max(num_steps - 2, 0)]
+        return values[-1], jnp.where(gap > 0, residual**2 / jnp.where(gap > 0, gap, 1), jnp.inf)
 
     def step(carry):
         j, basis, projections, betas, previous_beta, _, previous_top = carry
@@ -139,6 +160,10 @@ def lanczos(
             top = top_ritz_value(projections, j + 1)
             converged = (j >= 1) & (top - previous_top <= top_tolerance * jnp.abs(top))
             stop = stop | ((top_tolerance >= 0) & converged)
+        if ritz_tolerance is not None:
+            top, error = top_ritz_error(projections, j + 1, beta)
+            converged = (j >= 1) & (error <= ritz_tolerance * jnp.abs(top))
+            stop = stop | ((ritz_tolerance >= 0) & converged)
         basis = basis.at[j + 1].set(jnp.where(~stop & (j + 1 < steps), q_next, 0))
         return j + 1, basis, projections, betas.at[j].set(beta), beta, stop, top
 
@@ -221,6 +246,7 @@ def eigenvalues_of(
     residuals: str = "lanczos",
     max_steps: Any = None,
     top_tolerance: Any = None,
+    ritz_tolerance: Any = None,
 ) -> EigenResult:
     """Top-k and bottom-k eigenpairs of a symmetric operator by one Lanczos run.
 
@@ -246,13 +272,16 @@ def eigenvalues_of(
       top_tolerance: optional (may be traced; negative: off): stop once a step raises the
         top Ritz value by at most this fraction of it (see `lanczos`); the bottom is then
         not converged.
+      ritz_tolerance: optional (may be traced; negative: off): stop once the top Ritz
+        pair's error estimate `r² / (θ₁ - θ₂)` is at most this fraction of `|θ₁|` (see
+        `lanczos`).
     """
     if residuals not in ("lanczos", "matvec"):
         raise ValueError(f"residuals={residuals!r} is not allowed: 'lanczos' or 'matvec'")
     matvec_flat, flat, unravel = flat_matvec(matvec, params_like)
     num_steps = max(1, min(int(lanczos_steps), flat.shape[0]))
     start = start_vector(key, flat, v0, warm_start_noise)
-    decomposition = lanczos(matvec_flat, start, num_steps, max_steps, top_tolerance)
+    decomposition = lanczos(matvec_flat, start, num_steps, max_steps, top_tolerance, ritz_tolerance)
     values, coefficients, first_valid = ritz_values_and_vectors(decomposition)
     size = decomposition.size
 

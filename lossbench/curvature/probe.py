@@ -34,6 +34,7 @@ WARM_START_NOISE = 1.0
 SHORT_WARM_START_NOISE = 0.01
 WARM_STEPS_ALLOWED = "null or an integer >= 1 (a warm probe runs min(warm_steps, lanczos_steps))"
 WARM_TOLERANCE_ALLOWED = "null or a number in [0, 1)"
+COLD_STARTS = ("random", "gradient")
 
 
 def record_keys(cfg: Any, params_like: PyTree = None) -> list[str]:
@@ -42,6 +43,7 @@ def record_keys(cfg: Any, params_like: PyTree = None) -> list[str]:
     back with its keys sorted; `jax.eval_shape(probe, ...)` gives keys, shapes and dtypes."""
     block_names = [name for name, _, _ in parameter_blocks(params_like)] if cfg.per_layer else []
     keys = ["loss", "grad_norm", "grad_curvature", "lambda_max", "lambda_min", "eig_ratio"]
+    keys += ["lanczos_steps_run"]
     keys += [f"eig_top_{i}" for i in range(1, cfg.top_k + 1)]
     keys += [f"res_top_{i}" for i in range(1, cfg.top_k + 1)]
     keys += [f"grad_overlap_{i}" for i in range(1, cfg.top_k + 1)]
@@ -91,13 +93,16 @@ def check_probe_config(cfg: Any, has_ggn_parts: bool) -> None:
         isinstance(warm_steps, bool) or not isinstance(warm_steps, int) or warm_steps < 1
     ):
         fail("warm_steps", warm_steps, WARM_STEPS_ALLOWED)
-    tolerance = getattr(cfg, "warm_tolerance", None)
-    if tolerance is not None and (
-        isinstance(tolerance, bool)
-        or not isinstance(tolerance, int | float)
-        or not 0 <= tolerance < 1
-    ):
-        fail("warm_tolerance", tolerance, WARM_TOLERANCE_ALLOWED)
+    for key in ("warm_tolerance", "ritz_tolerance"):
+        tolerance = getattr(cfg, key, None)
+        if tolerance is not None and (
+            isinstance(tolerance, bool)
+            or not isinstance(tolerance, int | float)
+            or not 0 <= tolerance < 1
+        ):
+            fail(key, tolerance, WARM_TOLERANCE_ALLOWED)
+    if getattr(cfg, "cold_start", "random") not in COLD_STARTS:
+        fail("cold_start", cfg.cold_start, f"one of {COLD_STARTS}")
 
 
 def make_probe(
@@ -117,7 +122,13 @@ def make_probe(
     small random part, and with `cfg.warm_tolerance` it stops sooner, once a step raised the
     top Ritz value by at most that fraction of it: sharpness tracking at a fraction of the
     cost; the bottom of the spectrum is then not resolved (read `lambda_min` as an upper
-    bound only). The record is a
+    bound only). `cfg.ritz_tolerance` stops any probe's run (cold or warm) once the top Ritz
+    pair's error estimate `r² / (θ₁ - θ₂)` is at most that fraction of λmax (see
+    `lanczos`), deciding on the step itself rather than on the next one's change; with
+    `cfg.cold_start == "gradient"` a cold probe starts from the gradient, which lies mostly
+    in the top eigenspace during training (Gur-Ari, Roberts & Dyer, 2018), instead of a
+    random vector. `lanczos_steps_run` records the Lanczos steps (matvecs) taken. The
+    record is a
     flat dict of arrays, keys as in `record_keys`: all scalars except `density_nodes` /
     `density_weights` (density_samples, density_steps). Ritz values and residuals are described in
     `eigenvalues_of` (residuals by the free Lanczos formula; an `eig_*_k` that the Krylov space
@@ -129,8 +140,14 @@ def make_probe(
     use_ggn = cfg.curvature == "ggn"
     warm_steps = warm_steps_of(cfg)
     warm_tolerance = getattr(cfg, "warm_tolerance", None) if cfg.warm_start else None
+    ritz_tolerance = getattr(cfg, "ritz_tolerance", None)
+    from_gradient = getattr(cfg, "cold_start", "random") == "gradient"
     short_warm = warm_steps is not None or warm_tolerance is not None
-    noise = SHORT_WARM_START_NOISE if short_warm else WARM_START_NOISE
+    noise = (
+        SHORT_WARM_START_NOISE
+        if short_warm or (cfg.warm_start and ritz_tolerance is not None)
+        else WARM_START_NOISE
+    )
 
     def probe(params, batch, key, v0=None):
         loss_at = lambda p: loss_fn(p, batch)
@@ -143,6 +160,9 @@ def make_probe(
             loss, grad, matvec = loss_grad_and_hessian_matvec(loss_at, params)
         eig_key, trace_key, density_key, block_key = jax.random.split(key, 4)
 
+        grad_flat, unravel = ravel_pytree(grad)
+        grad_norm = jnp.linalg.norm(grad_flat)
+        direction = safe_divide(grad_flat, grad_norm)
         v0 = v0 if cfg.warm_start else None
         max_steps = top_tolerance = None
         if v0 is not None and short_warm:
@@ -150,6 +170,11 @@ def make_probe(
             max_steps = jnp.where(is_warm, warm_steps or cfg.lanczos_steps, cfg.lanczos_steps)
             if warm_tolerance is not None:
                 top_tolerance = jnp.where(is_warm, warm_tolerance, -1.0)
+        if from_gradient and v0 is None:
+            v0 = unravel(direction)
+        elif from_gradient:  # a cold start (a zero v0) from the gradient
+            warm = ravel_pytree(v0)[0]
+            v0 = unravel(jnp.where(jnp.any(warm != 0), warm, direction))
         eig = eigenvalues_of(
             matvec,
             params,
@@ -161,11 +186,16 @@ def make_probe(
             warm_start_noise=noise,
             max_steps=max_steps,
             top_tolerance=top_tolerance,
+            ritz_tolerance=ritz_tolerance,
         )
-        grad_flat, unravel = ravel_pytree(grad)
-        grad_norm = jnp.linalg.norm(grad_flat)
-        direction = safe_divide(grad_flat, grad_norm)
-        grad_curvature = jnp.vdot(direction, ravel_pytree(matvec(unravel(direction)))[0])
+        if use_ggn:
+            grad_curvature = jnp.vdot(direction, ravel_pytree(matvec(unravel(direction)))[0])
+        else:  # uᵀHu as a second directional derivative: forward over forward, no HVP
+
+            def slope(p):
+                return jax.jvp(loss_at, (p,), (unravel(direction),))[1]
+
+            grad_curvature = jax.jvp(slope, (params,), (unravel(direction),))[1]
         top_flat = jax.vmap(lambda v: ravel_pytree(v)[0])(eig.top_vectors)
 
         record = {
@@ -175,6 +205,7 @@ def make_probe(
             "lambda_max": eig.lambda_max,
             "lambda_min": eig.lambda_min,
             "eig_ratio": safe_divide(eig.lambda_min, eig.lambda_max),
+            "lanczos_steps_run": eig.steps.astype(eig.lambda_max.dtype),
         }
         for i in range(cfg.top_k):
             record[f"eig_top_{i + 1}"] = eig.top[i]
