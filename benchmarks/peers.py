@@ -6,13 +6,14 @@ cross-entropy, written to one `.npz` that both read. The reference is float64
 `scipy.sparse.linalg.eigsh` on a float64 JAX Hessian-vector product (a dense 26k^2 float64
 Hessian would be 5.5 GB).
 
-For each tool and method the script finds the cheapest setting (Lanczos steps, power-iteration
-tolerance, lossbench's `tolerance`) whose top-5 eigenvalues are all within `TOLERANCE`
-(relative) of the reference for every start in `SEEDS`, then times it:
+For each tool and method the script finds the cheapest setting (Lanczos steps, or the power
+iteration's tolerance) whose top-5 eigenvalues are all within `TOLERANCE` (relative) of the
+reference for every start in `SEEDS`, then times it:
 
 - **warm**: repeated calls in one long-lived process per tool (lossbench here, the peer in a
   subprocess of the peer's Python, `peers_torch.py serve`), interleaved round by round; the
-  median wall and CPU (user + system, all threads) seconds of each;
+  median wall and CPU (user + system, all threads) seconds of each; beside them lossbench's
+  floor (linearize once + as many chained HVPs, no Lanczos);
 - **first call**: a fresh process, imports and data before the clock, timed from building
   the operator to the eigenvalues on the host; lossbench with its persistent compilation
   cache off, cold (empty) and warm (filled by the cold run).
