@@ -45,8 +45,9 @@ def option_configs():
     return inits, optimizers
 
 
-# Cells of the product that train for real; the rest are traced (`jax.eval_shape`) only.
-TRAINED_ON_EVERY_MODEL = ("sgd", "adam")
+# Cells of the product that train for real; the rest are traced (`jax.eval_shape`) only. Adam,
+# the default optimizer, trains every model through the runner (test_the_runner_trains_every_model).
+TRAINED_ON_EVERY_MODEL = ("sgd",)
 TRAINED_WITH_EVERY_OPTIMIZER = "mlp"  # the cheapest network to compile
 
 
@@ -56,7 +57,7 @@ def test_every_model_init_optimizer_builds_and_a_few_train(model, option_configs
     """The full product, cheaply. Every init's weights are drawn and checked. Every optimizer's
     compiled chunk is traced with `jax.eval_shape` (state and records keep their shapes and
     dtypes; nothing compiles). A few cells train 4 steps, all inits at once (one row each):
-    sgd and adam on every model, every optimizer on the MLP; each row's figures are finite."""
+    sgd on every model, every optimizer on the MLP; each row's figures are finite."""
     import jax
 
     from lossbench.train import TrainState, make_train
@@ -134,7 +135,9 @@ def test_the_runner_trains_every_model(tmp_path):
                 f"model={model}",
                 "probe=off",
                 "trainer.steps=6",
-                "trainer.log_every=2",
+                # every step logged: the chunk is one segment, not three (log_every=2 compiles
+                # the logged step in the scan, the remainder and the final step)
+                "trainer.log_every=1",
                 "trainer.chunk=6",
                 "trainer.batch_size=64",
             ],
@@ -142,7 +145,7 @@ def test_the_runner_trains_every_model(tmp_path):
         )
         assert summary["status"] == "completed"
         metrics = pd.read_parquet(run_dir / "metrics.parquet")
-        assert list(metrics.step[:3]) == [0, 2, 4] and metrics.step.max() <= 5
+        assert list(metrics.step) == [0, 1, 2, 3, 4, 5]
         assert np.isfinite(metrics[["loss", "grad_norm", "param_norm", "update_norm"]].values).all()
         assert np.isfinite(summary["final_loss"])
 

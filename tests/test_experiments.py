@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,40 @@ def _experiment(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# The claims' runs, each made once: its test checks the claim, test_scripts_write_only_where_told
+# publishes the same results through the script's main (both on one xdist worker).
+GALLERY_GROUP = pytest.mark.xdist_group("gallery_runs")
+
+
+@pytest.fixture(scope="module")
+def edge_of_stability_rows(tmp_path_factory):
+    eos = _experiment("edge_of_stability")
+    out = tmp_path_factory.mktemp("edge_of_stability")
+    return eos.experiment(out, steps=400, rates=(0.25,), adam_rates=(3e-3,))
+
+
+@pytest.fixture(scope="module")
+def init_scale_plateau_results(tmp_path_factory):
+    isp = _experiment("init_scale_plateau")
+    out = tmp_path_factory.mktemp("init_scale_plateau")
+    return isp.experiment(out, scales=(1e-2, 1e-4), steps=900, seeds=2)
+
+
+@pytest.fixture(scope="module")
+def label_noise_losses_rows():
+    return _experiment("label_noise_losses").experiment(
+        losses=("cross_entropy", "savage_multiclass", "mae_softmax"),
+        noise=(0.2, 0.4),
+        models=("linear",),
+        seeds=2,
+    )
+
+
+@pytest.fixture(scope="module")
+def hessian_outliers_results():
+    return _experiment("hessian_outliers").experiment(checkpoints=(20,), shown=20, slq_steps=30)
 
 
 def test_catapult_phases():
@@ -60,11 +95,11 @@ def test_pgd_escape_time_grows_like_log_dimension():
 
 
 @pytest.mark.slow
-def test_edge_of_stability_gd_and_adam(tmp_path):
+@GALLERY_GROUP
+def test_edge_of_stability_gd_and_adam(edge_of_stability_rows):
     """Cohen et al. (2021): GD's λmax rises from below 2/η to 2/η and hovers there; Cohen et
     al. (2022): Adam's preconditioned λmax(P⁻¹H) (β1 = 0.9) rises to 38/η and hovers there."""
-    eos = _experiment("edge_of_stability")
-    rows = eos.experiment(tmp_path, steps=400, rates=(0.25,), adam_rates=(3e-3,))
+    rows = edge_of_stability_rows
     gd, adam = rows
     assert (gd["method"], adam["method"]) == ("GD", "Adam")
     assert gd["threshold"] == pytest.approx(8.0) and adam["threshold"] == pytest.approx(38 / 3e-3)
@@ -120,11 +155,12 @@ def test_preconditioned_sharpness_matches_dense(tmp_path):
 
 
 @pytest.mark.slow
-def test_init_scale_plateau_follows_saxe_eq_11(tmp_path):
+@GALLERY_GROUP
+def test_init_scale_plateau_follows_saxe_eq_11(init_scale_plateau_results):
     """Saxe et al. (2014), eq. 11: from strength u0 a mode of strength s is half learned after
     τ/(2s) ln((s − u0)/u0), so the plateau grows like ln(1/σ)/s as the init scale σ shrinks."""
     isp = _experiment("init_scale_plateau")
-    result = isp.experiment(tmp_path, scales=(1e-2, 1e-4), steps=900, seeds=2)
+    result = init_scale_plateau_results
     s = result["s"]
     np.testing.assert_allclose(s, [3.0, 2.0, 1.0, 0.5], rtol=1e-5)
     learned = s >= 1.0  # s = 0.5 needs 1600 steps at σ = 1e-4
@@ -139,17 +175,12 @@ def test_init_scale_plateau_follows_saxe_eq_11(tmp_path):
 
 
 @pytest.mark.slow
-def test_bounded_losses_resist_flipped_labels():
+@GALLERY_GROUP
+def test_bounded_losses_resist_flipped_labels(label_noise_losses_rows):
     """Masnadi-Shirazi & Vasconcelos (2008): a bounded loss (Savage; MAE on the softmax) loses
     less test accuracy to flipped training labels than the convex cross-entropy, for a linear
     classifier that cannot memorise them."""
-    label_noise = _experiment("label_noise_losses")
-    rows = label_noise.experiment(
-        losses=("cross_entropy", "savage_multiclass", "mae_softmax"),
-        noise=(0.2, 0.4),
-        models=("linear",),
-        seeds=2,
-    )
+    rows = label_noise_losses_rows
     acc = {(r["loss"], r["noise"]): r["test_accuracy"] for r in rows}
     assert acc["savage_multiclass", 0.2] > acc["cross_entropy", 0.2] + 0.01
     assert acc["mae_softmax", 0.2] > acc["cross_entropy", 0.2] + 0.03
@@ -158,13 +189,13 @@ def test_bounded_losses_resist_flipped_labels():
 
 
 @pytest.mark.slow
-def test_hessian_has_c_minus_1_outliers():
+@GALLERY_GROUP
+def test_hessian_has_c_minus_1_outliers(hessian_outliers_results):
     """Sagun et al. (2017), Papyan (2020): after a few steps of training a 10-class softmax
     network, H and its Gauss-Newton part G have C − 1 = 9 eigenvalues above the bulk (the
     largest gap among the top 30 is after the 9th); Lanczos finds them (checked against the
     dense Hessian); the gradient lies far more in their span than in a random subspace."""
-    hessian = _experiment("hessian_outliers")
-    result = hessian.experiment(checkpoints=(20,), shown=20, slq_steps=30)
+    result = hessian_outliers_results
     trained = result["rows"][-1]
     assert (trained["h_gap_k"], trained["g_gap_k"]) == (9, 9)
     assert trained["h_gap"] > 2.5 and trained["g_gap"] > 2.5
@@ -200,19 +231,24 @@ def test_savage_multiclass_is_the_savage_loss_for_two_classes():
         "catapult",
         "saddle_free_newton",
         "pgd_escape_dimension",
-        # these three train lossbench runs (compilation included: ~20 s each when loaded)
-        pytest.param("init_scale_plateau", marks=pytest.mark.slow),
-        pytest.param("edge_of_stability", marks=pytest.mark.slow),
+        # these train lossbench runs (compilation included: ~20 s each when loaded); those
+        # with a claim test publish that test's results (CLAIMED), not runs of their own
+        pytest.param("init_scale_plateau", marks=[pytest.mark.slow, GALLERY_GROUP]),
+        pytest.param("edge_of_stability", marks=[pytest.mark.slow, GALLERY_GROUP]),
         pytest.param("deep_linear_stages", marks=pytest.mark.slow),
-        pytest.param("label_noise_losses", marks=pytest.mark.slow),
-        pytest.param("hessian_outliers", marks=pytest.mark.slow),
+        pytest.param("label_noise_losses", marks=[pytest.mark.slow, GALLERY_GROUP]),
+        pytest.param("hessian_outliers", marks=[pytest.mark.slow, GALLERY_GROUP]),
     ],
 )
-def test_scripts_write_only_where_told(name, tmp_path, monkeypatch):
+def test_scripts_write_only_where_told(name, tmp_path, monkeypatch, request):
     """Run as scripts they write into --out (default: outputs/experiments/NAME), and the
     figure to --figure only when asked: never over the tracked copy by accident."""
     module = _experiment(name)
-    monkeypatch.setattr(module, "experiment", _tiny(module))
+    if name in CLAIMED:
+        results = request.getfixturevalue(CLAIMED[name])
+        monkeypatch.setattr(module, "experiment", _claimed(results, tmp_path / "out"))
+    else:
+        monkeypatch.setattr(module, "experiment", _tiny(module))
     tracked = REPO / "experiments" / f"{name}.png"
     before = tracked.stat().st_mtime_ns if tracked.exists() else None
     assert module.main(["--out", str(tmp_path / "out"), "--figure", str(tmp_path / "f.png")]) == 0
@@ -222,22 +258,31 @@ def test_scripts_write_only_where_told(name, tmp_path, monkeypatch):
     assert (tracked.stat().st_mtime_ns if tracked.exists() else None) == before
 
 
+CLAIMED = {  # script -> the fixture of its claim test's results
+    "edge_of_stability": "edge_of_stability_rows",
+    "init_scale_plateau": "init_scale_plateau_results",
+    "label_noise_losses": "label_noise_losses_rows",
+    "hessian_outliers": "hessian_outliers_results",
+}
+
+
+def _claimed(results, out: Path):
+    """`experiment` returning the claim test's results; main's --out reaches it."""
+
+    def experiment(*args, **kwargs):
+        if args:  # the scripts whose runs go under --out
+            assert Path(args[0]) == out, args
+        return results
+
+    return experiment
+
+
 def _tiny(module):
     original = module.experiment
     if module.__name__ == "catapult":
         return lambda **kw: original(rates=(1.5, 5.0), steps=20, width=64)
     if module.__name__ == "pgd_escape_dimension":
         return lambda **kw: original(dimensions=(2, 4), seeds=2, steps=150)
-    if module.__name__ == "init_scale_plateau":
-        return lambda out, **kw: original(out, scales=(1e-1, 1e-2), steps=200, seeds=2)
-    if module.__name__ == "edge_of_stability":
-        return lambda out, **kw: original(out, steps=100, rates=(0.25,), adam_rates=(3e-3,))
     if module.__name__ == "deep_linear_stages":
         return lambda out, **kw: original(out, steps=200)
-    if module.__name__ == "label_noise_losses":
-        return lambda **kw: original(
-            losses=("cross_entropy",), noise=(0.0, 0.4), models=("linear",), steps=100
-        )
-    if module.__name__ == "hessian_outliers":
-        return lambda **kw: original(checkpoints=(5,), shown=5, slq_steps=10, width=8)
     return lambda steps: original(steps=20)

@@ -140,6 +140,12 @@ LONG = [
 ]
 
 
+# The runs of LONG on one xdist worker, one after another: the first compiles its programs
+# into the session's persistent cache, the later processes load them (run side by side, each
+# compiled the same programs at the same time).
+LONG_GROUP = pytest.mark.xdist_group("long_run")
+
+
 def _start(run: Path, cwd: Path, *extra: str) -> subprocess.Popen:
     exe = Path(sys.executable).parent / "lossbench"
     return subprocess.Popen(
@@ -171,10 +177,11 @@ def _table_bytes(run: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
+@LONG_GROUP
 def test_kill_9_leaves_readable_files_and_resume_gives_identical_files(tmp_path):
-    reference = tmp_path / "reference"
-    done = _start(reference, tmp_path)
-    assert done.wait(timeout=600) == 0, done.communicate()
+    reference = tmp_path / "reference"  # no process under test: run in this one
+    done = cli_in_process(f"hydra.run.dir={reference}", *LONG, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
     killed = tmp_path / "killed"
     proc = _start(killed, tmp_path)
     # a random chunk after the first checkpoint (step 100) is written: a chunk is recorded
@@ -199,6 +206,7 @@ def test_kill_9_leaves_readable_files_and_resume_gives_identical_files(tmp_path)
 
 
 @pytest.mark.slow
+@LONG_GROUP
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_at_a_chunk_boundary_with_a_checkpoint_and_resumes(tmp_path, signum, code):
     run = tmp_path / "run"
@@ -244,6 +252,8 @@ def test_resume_of_a_directory_without_a_run_is_refused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_a_sweep_with_one_bad_value_completes_the_others(tmp_path, launcher):
+    """With joblib, the jobs run in worker processes of the console script: the launcher
+    pickles the task function, which must hold no live JAX objects."""
     sweep = tmp_path / "sweep"
     extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
     run = cli if launcher == "joblib" else cli_in_process  # joblib: worker processes
@@ -259,6 +269,7 @@ def test_a_sweep_with_one_bad_value_completes_the_others(tmp_path, launcher):
     frame = load_sweep(sweep)
     assert frame.groupby("run").status.first().tolist() == ["completed", "failed", "completed"]
     assert frame[frame.run == "1"]["optimizer.lr"].tolist() == [-1.0]
+    assert sorted(frame[frame.status == "completed"]["optimizer.lr"].unique()) == [0.01, 0.1]
 
 
 def test_load_sweep_names_a_damaged_file_and_goes_on(tmp_path):

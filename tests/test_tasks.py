@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, compose_config, hydra_session, run_overrides
+from conftest import FAST, REPO, compose_config, hydra_session, run_overrides
 
 from lossbench import losses
 from lossbench.data import make_dataset
@@ -61,17 +61,49 @@ def test_every_trainable_loss_has_a_config():
     assert compose_config(["loss=cosine"]).loss.margin == 0.0  # cosine needs margin < 1
 
 
-@pytest.mark.parametrize("loss", TRAINABLE)
-def test_every_loss_trains_with_probes(tmp_path, loss):
+# One loss per kind of output trains end to end (runner, probes, files); the others train the
+# same steps through the trainer's compiled chunk without probes, and their chunk with probes is
+# traced (`jax.eval_shape`): a third of the compiling. The losses chosen here are trained by no
+# other test (cross_entropy and mse are, often) and take a traced float or are non-convex.
+END_TO_END = {
+    "logits": "focal",
+    "score": "savage",
+    "values": "huber",
+    "pairs": "contrastive",
+    "triplets": "triplet",
+    "views": "ntxent",
+    "sequence": "ctc",
+    "heads": "multitask",
+}
+TRAINED_IN_THE_CHUNK = [name for name in TRAINABLE if name not in END_TO_END.values()]
+
+
+def _loss_overrides(loss: str) -> list[str]:
+    return [f"loss={loss}", *TAKES_SETUP[losses.LOSSES[loss].properties.takes], *SHORT, *PROBES]
+
+
+def test_every_kind_of_output_has_a_loss_trained_end_to_end():
+    kinds = {losses.LOSSES[name].properties.takes for name in TRAINABLE}
+    assert kinds == set(END_TO_END) == set(TAKES_SETUP)
+    for takes, name in END_TO_END.items():
+        assert losses.LOSSES[name].properties.takes == takes
+
+
+def _lowers_the_loss(step_losses) -> None:
+    """Every step's loss finite, the last 5% (of its size) below the first."""
+    step_losses = np.asarray(step_losses)
+    first, final = step_losses[0], step_losses[-1]
+    assert np.isfinite(step_losses).all()
+    assert final < first - 0.05 * abs(first), (first, final)
+
+
+@pytest.mark.parametrize("loss", sorted(END_TO_END.values()))
+def test_a_loss_of_each_kind_trains_with_probes(tmp_path, loss):
     takes = losses.LOSSES[loss].properties.takes
-    summary, run_dir = run_overrides(
-        tmp_path, [f"loss={loss}", *TAKES_SETUP[takes], *SHORT, *PROBES]
-    )
+    summary, run_dir = run_overrides(tmp_path, _loss_overrides(loss))
     assert summary["status"] == "completed"
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
-    first, final = metrics.loss.iloc[0], summary["final_loss"]
-    assert np.isfinite(metrics.loss).all()
-    assert final < first - 0.05 * abs(first), (first, final)
+    _lowers_the_loss([*metrics.loss, summary["final_loss"]])
     probes = pd.read_parquet(run_dir / "probes.parquet")
     assert list(probes.step) == [0, 100, 200]
     for column in ("lambda_max", "lambda_min", "trace", "trace_sem", "grad_norm"):
@@ -88,6 +120,30 @@ def test_every_loss_trains_with_probes(tmp_path, loss):
         assert np.isfinite(metrics.test_accuracy.dropna()).all()
 
 
+@pytest.mark.parametrize("loss", TRAINED_IN_THE_CHUNK)
+def test_every_other_loss_trains_and_its_probed_chunk_traces(loss):
+    """The run's problem and trainer as the CLI builds them: the chunk with probes traces to
+    records of the probe's columns; the chunk without probes trains the run's 200 steps."""
+    from lossbench.probing import probe_batch
+    from lossbench.runner import group_trainer, prepare
+    from lossbench.train import make_train, seed_keys
+
+    job = prepare(compose_config([*FAST, *_loss_overrides(loss)]))
+    problem, keys = job.problem, seed_keys(0, 1)
+    train, test = problem.data.train, problem.data.test
+    probed = group_trainer(job, 1)
+    state = jax.eval_shape(probed.init, keys)
+    _, out = jax.eval_shape(probed.chunk, state, train, test, probe_batch(job.cfg, problem), 100)
+    for column in ("lambda_max", "lambda_min", "trace", "trace_sem", "grad_norm"):
+        assert out["probe"][column].shape == (1,), column
+    trainer = make_train(problem, job.cfg.trainer)
+    _, records = trainer.chunk(trainer.init(keys), train, test, {}, job.cfg.trainer.steps)
+    _lowers_the_loss(records["loss"][0])
+    assert set(records["log"]) >= {"loss", "grad_norm"}
+    if losses.LOSSES[loss].properties.takes != "values":
+        assert {"accuracy", "test_accuracy"} <= {*records["log"], *records["eval"]}
+
+
 def _choices(cfg):
     return cfg.data.name, cfg.model.name, cfg.loss.name
 
@@ -99,14 +155,14 @@ def test_presets_compose_and_run(tmp_path, experiment):
     overrides = [
         f"experiment={experiment}",
         "trainer.steps=4",
-        "trainer.log_every=2",
+        "trainer.log_every=1",  # the chunk one segment (log_every=2: three, compiled each)
         "probe=off",
         "trainer.batch_size=32",
     ]
     summary, run_dir = run_overrides(tmp_path, overrides)
     assert summary["status"] == "completed"
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
-    assert list(metrics.step[:2]) == [0, 2] and np.isfinite(metrics.loss).all()
+    assert list(metrics.step) == [0, 1, 2, 3] and np.isfinite(metrics.loss).all()
     assert np.isfinite(summary["final_test_loss"])
 
 
@@ -254,7 +310,7 @@ def test_corruption_where_it_cannot_act_is_not_a_key(overrides):
 def test_learned_multitask_weights_are_parameters():
     """log_var joins the params pytree at zero (whatever init says), counted and probed.
 
-    That it is trained (moves off zero) is asserted by test_every_loss_trains_with_probes.
+    That it is trained (moves off zero) is asserted by test_a_loss_of_each_kind_trains_with_probes.
     """
     cfg = freeze(compose_config(["experiment=multitask", "init.bias=0.5"]))
     problem = build_problem(cfg)

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cli
+from conftest import cli, cli_in_process
 from jax.flatten_util import ravel_pytree
 
 import lossbench
@@ -143,19 +143,16 @@ def test_user_options_compose_with_their_own_keys(user, monkeypatch):
 def test_user_model_loss_data_train_from_the_cli_and_probes_match_a_dense_hessian(
     user, tmp_path, monkeypatch
 ):
+    """`lossbench --config-dir` in this process (`imports=` goes through the console script,
+    below): `mypkg` is on the path as PYTHONPATH would put it."""
     run_dir = tmp_path / "run"
-    result = cli(
-        "--config-dir",
-        str(user / "conf"),
-        *USER,
-        *QUICK,
-        f"hydra.run.dir={run_dir}",
-        env={"PYTHONPATH": str(user)},
+    monkeypatch.syspath_prepend(str(user))
+    result = cli_in_process(
+        "--config-dir", str(user / "conf"), *USER, *QUICK, f"hydra.run.dir={run_dir}"
     )
     assert result.returncode == 0, result.stderr
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
     assert list(metrics.step) == [0, 10, 19] and np.isfinite(metrics.loss).all()  # + last step
-    monkeypatch.syspath_prepend(str(user))
     problem = build_problem(freeze(lossbench.compose(*USER, config_dir=user / "conf")))
     params = jax.tree_util.tree_map(lambda a: np.asarray(a)[0], load_params(run_dir))
     dense = _dense_eigenvalues(problem.loss, params, problem.data.train)
