@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from lossbench import losses
 from lossbench.data import Dataset, make_dataset
@@ -29,6 +30,24 @@ from lossbench.tasks import init_with_loss_params, objective_for, with_loss_para
 # config groups whose numbers can be traced (Problem.at): the optimizer's, the init's and the
 # loss's hyper-parameters (huber's delta, focal's gamma, label smoothing, l1 / l2 penalties)
 FUSED_GROUPS = ("optimizer", "init", "loss")
+
+
+def traceable(path: str, value: Any) -> bool:
+    """A value a program can take as an input: a float of an `optimizer`, `init` or `loss`
+    option (`FUSED_GROUPS`)."""
+    return path.split(".")[0] in FUSED_GROUPS and type(value) is float
+
+
+def flat_record(record: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config record as {dotted path: value} (lists as tuples, hashable)."""
+    out = {}
+    for key, value in record.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_record(value, f"{path}."))
+        else:
+            out[path] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 @dataclass(frozen=True)
@@ -76,6 +95,20 @@ class Problem:
         if not values:
             return self
         return dataclasses.replace(self, **self.rebuild(values))
+
+    def state_layout(self, values: Mapping[str, float] | None = None) -> tuple:
+        """The tree structure, shapes and dtypes of the parameters and the optimizer state
+        (what a checkpoint holds), with `values` (dotted path -> number) traced; abstract
+        (`jax.eval_shape`), nothing is computed. A momentum of 0 has no trace, a traced one has."""
+
+        def init(key, values):
+            at = self.at(values)
+            params = at.init_params(key)
+            return params, at.optimizer.tx.init(params)
+
+        traced = {path: jnp.float32(value) for path, value in (values or {}).items()}
+        leaves, tree = jax.tree_util.tree_flatten(jax.eval_shape(init, jax.random.key(0), traced))
+        return tree, tuple((leaf.shape, leaf.dtype) for leaf in leaves)
 
     def step_metrics(self, params) -> dict:
         """Extra per-step metrics the model declares (a surface's coordinates x_0, x_1, ...)."""

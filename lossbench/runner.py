@@ -23,7 +23,7 @@ from lossbench.diagnosis import diagnose_run
 from lossbench.errors import ConfigError
 from lossbench.job import Job, rows_of
 from lossbench.probing import fit_probe, make_probe_fn, probe_batch
-from lossbench.problem import Problem, build_problem
+from lossbench.problem import Problem, build_problem, flat_record, traceable
 from lossbench.results import SUMMARY_FILE
 from lossbench.rundir import check_same_config, claim_run_dir, config_record
 from lossbench.schema import freeze
@@ -167,7 +167,78 @@ def run(cfg, run_dir: str | Path, *, claimed: bool = False) -> dict:
     caller (the command line) has claimed it already.
     """
     t_start = time.perf_counter()
-    return run_group([prepare(cfg)], [run_dir], claimed=claimed, t_start=t_start)[0]
+    job = prepare(cfg)
+    rows = job.cfg.trainer.seeds
+    trainer = group_trainer(job, rows)
+    traced = program_inputs(job)
+    if traced and trace_failure([job], trainer, traced, rows) is not None:
+        traced = ()  # the same functions, every value a constant
+    return run_group(
+        [job],
+        [run_dir],
+        traced=traced,
+        trainer=trainer,
+        fused=False,
+        claimed=claimed,
+        t_start=t_start,
+    )[0]
+
+
+def program_inputs(job: Prepared) -> tuple[str, ...]:
+    """The config values a run takes as inputs of its compiled program rather than as
+    constants closed into it, so that runs differing only in them run (and load from the
+    persistent compilation cache) one program: the non-zero floats of `optimizer.*`, `init.*`
+    and `loss.*` (`traceable`) whose tracing keeps the layout of the training state (what a
+    checkpoint holds) and whose builders take a traced value. A zero stays a constant: it
+    switches a term off (a momentum trace, weight decay, an l1 / l2 penalty) that a traced
+    zero would keep. Costs two small abstract traces of the init (a few ms), more only when
+    one fails (then one per value)."""
+    values = flat_record(job.record)
+    paths = sorted(path for path, v in values.items() if traceable(path, v) and v != 0)
+    if not paths:
+        return ()
+    problem = job.problem
+    layout = problem.state_layout()
+
+    def keeps_layout(chosen) -> bool:
+        try:
+            return problem.state_layout({path: values[path] for path in chosen}) == layout
+        except Exception:  # a builder that branches on the value (a tracer error) or checks it
+            return False
+
+    if keeps_layout(paths):
+        return tuple(paths)
+    return tuple(path for path in paths if keeps_layout([path]))
+
+
+def trace_failure(
+    jobs: Sequence[Prepared], trainer, traced: Sequence[str], rows: int
+) -> str | None:
+    """None when `trainer`'s program for `jobs` traces with the `traced` values as inputs,
+    else the reason. These are the traces of the run's first calls (jit keeps them), so a
+    success costs nothing more."""
+    first = jobs[0]
+    keys, hyper = row_inputs(jobs, traced, rows)
+    data = first.problem.data.train, first.problem.data.test, probe_batch(first.cfg, first.problem)
+    try:
+        state = jax.eval_shape(trainer.init, keys, hyper)
+        trainer.chunk.trace(
+            state, *data, chunk_program(first.cfg.trainer, first.length, 0)[2], hyper
+        )
+    except Exception as exc:  # jax's tracer errors (TypeErrors), a builder's own checks
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return None
+
+
+def chunk_program(t, length: int, start: int) -> tuple[int, tuple, tuple]:
+    """The chunk from step `start`: its steps, its layout and the layout of the program that
+    runs it. When the run's last chunk is a full one, every full chunk runs its program (the
+    final step logged apart) so the run compiles one chunk program, not two; the extra record
+    of the other chunks is dropped on the host."""
+    n = min(length, t.steps - start)
+    layout = chunk_layout(n, t.log_every, last=start + n == t.steps)
+    one_program = t.steps % length == 0
+    return n, layout, chunk_layout(n, t.log_every, last=True) if one_program else layout
 
 
 def row_inputs(jobs: Sequence[Prepared], traced: Sequence[str], rows: int) -> tuple:
@@ -218,13 +289,15 @@ def run_group(
     claimed: bool = False,
     t_start: float | None = None,
     trainer=None,
+    fused: bool = True,
 ) -> list[dict]:
     """Train `jobs` as one compiled program, each into its run directory; their summaries.
 
     The jobs differ only in their seeds and in the values of the `traced` config paths
-    (`Problem.at`); one job is a plain run. Each job's files are those of a run of its own
-    config (`lossbench.job`). `rows` pads the row axis (a fixed program size across batches
-    of a sweep, a multiple of the devices); `sharding` places it on devices.
+    (`Problem.at`); one job is a plain run (`fused=False`: its summary names its
+    `program_inputs` instead of a `fused` entry). Each job's files are those of a run of its
+    own config (`lossbench.job`). `rows` pads the row axis (a fixed program size across
+    batches of a sweep, a multiple of the devices); `sharding` places it on devices.
     """
     t_start = time.perf_counter() if t_start is None else t_start
     first = jobs[0]
@@ -262,8 +335,10 @@ def run_group(
                 job.cfg, job.record, run_dir, slice(offsets[i], offsets[i + 1]), problem.param_count
             )
         )
-    if traced or len(jobs) > 1:
-        for job in group:
+    for job in group:
+        if not fused:  # the values its program takes as inputs (program_inputs)
+            job.summary["program_inputs"] = list(traced)
+        elif traced or len(jobs) > 1:
             job.summary["fused"] = {"jobs": len(jobs), "rows": rows, "traced": list(traced)}
     train = jax.device_put(problem.data.train)
     test = jax.device_put(problem.data.test)
@@ -290,15 +365,8 @@ def run_group(
         for job in group:
             job.heartbeat(steps_completed=done)
 
-        # when the last chunk is a full one, every full chunk runs its program (the final step
-        # logged apart) so the run compiles one chunk program, not two; the extra record of
-        # the other chunks is dropped on the host
-        one_program = t.steps % length == 0
-
         def dispatch(state, start):
-            n = min(length, t.steps - start)
-            layout = chunk_layout(n, t.log_every, last=start + n == t.steps)
-            program = chunk_layout(n, t.log_every, last=True) if one_program else layout
+            n, layout, program = chunk_program(t, length, start)
             out = trainer.chunk(state, train, test, probe_data, program, hyper)
             return out, start, n, layout, program != layout
 

@@ -23,9 +23,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from lossbench.probing import probe_batch
-from lossbench.problem import FUSED_GROUPS
-from lossbench.runner import Prepared, group_trainer, prepare, row_inputs, run_group
+from lossbench.problem import flat_record, traceable
+from lossbench.runner import Prepared, group_trainer, prepare, run_group, trace_failure
 
 ROW_KEYS = ("trainer.seed", "trainer.seeds")  # rows of the program, not part of it
 HOST_KEYS = ("trainer.progress",)  # the host loop's own; the group uses the first job's
@@ -41,34 +40,13 @@ class Batch:
     group: int = -1  # the group's index: the batches of a group run one compiled program
 
 
-def flat(record: dict, prefix: str = "") -> dict[str, Any]:
-    """A nested config record as {dotted path: value} (lists as tuples, hashable)."""
-    out = {}
-    for key, value in record.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flat(value, f"{path}."))
-        else:
-            out[path] = tuple(value) if isinstance(value, list) else value
-    return out
-
-
-def traceable(path: str, value: Any) -> bool:
-    """A value a program can take as an input: a float of an `optimizer`, `init` or `loss`
-    option (`FUSED_GROUPS`)."""
-    return path.split(".")[0] in FUSED_GROUPS and type(value) is float
-
-
-def state_layout(job: Prepared) -> str:
+def state_layout(job: Prepared) -> tuple:
     """The structure of the training state (an optimizer with a momentum trace or without)."""
-    problem = job.problem
-    params = jax.eval_shape(problem.init_params, jax.random.key(0))
-    opt_state = jax.eval_shape(problem.optimizer.tx.init, params)
-    return str(jax.tree_util.tree_structure((params, opt_state)))
+    return job.problem.state_layout()
 
 
 def group_key(job: Prepared) -> tuple:
-    values = flat(job.record)
+    values = flat_record(job.record)
     fixed = {
         path: value
         for path, value in values.items()
@@ -84,7 +62,7 @@ def groups(jobs: Sequence[Prepared]) -> list[tuple[list[int], tuple[str, ...]]]:
         keyed.setdefault(group_key(job), []).append(i)
     out = []
     for members in keyed.values():
-        records = [flat(jobs[i].record) for i in members]
+        records = [flat_record(jobs[i].record) for i in members]
         traced = tuple(
             sorted(
                 path
@@ -124,19 +102,7 @@ def check_traceable(jobs: Sequence[Prepared], batch: Batch, trainer) -> str | No
     inputs, else the reason."""
     if not batch.traced:
         return None
-    first = jobs[batch.jobs[0]]
-    keys, hyper = row_inputs([jobs[i] for i in batch.jobs], batch.traced, batch.rows)
-    try:
-        state = jax.eval_shape(trainer.init, keys, hyper)
-        data = (
-            first.problem.data.train,
-            first.problem.data.test,
-            probe_batch(first.cfg, first.problem),
-        )
-        jax.eval_shape(lambda s, h: trainer.chunk(s, *data, 1, h), state, hyper)
-    except Exception as exc:  # jax's tracer errors (TypeErrors), a builder's own checks
-        return f"{type(exc).__name__}: {exc}".splitlines()[0]
-    return None
+    return trace_failure([jobs[i] for i in batch.jobs], trainer, batch.traced, batch.rows)
 
 
 def sharding(devices: int):
