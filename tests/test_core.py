@@ -21,6 +21,10 @@ def options(group: str) -> list[str]:
 
 
 NETWORK_MODELS = ["cnn", "deep_linear", "linear", "mlp"]
+# Every step logged where the cadence is not under test: the run's chunk is then one segment,
+# compiled once (with log_every > 1 the last chunk's layout holds the logged step three times:
+# the scan's, the remainder's and the final step's; ~1/3 the compiling, measured).
+ONE_SEGMENT = ["trainer.log_every=1"]
 NETWORK_INITS = [name for name in options("init") if name != "point"]
 
 
@@ -135,9 +139,7 @@ def test_the_runner_trains_every_model(tmp_path):
                 f"model={model}",
                 "probe=off",
                 "trainer.steps=6",
-                # every step logged: the chunk is one segment, not three (log_every=2 compiles
-                # the logged step in the scan, the remainder and the final step)
-                "trainer.log_every=1",
+                *ONE_SEGMENT,
                 "trainer.chunk=6",
                 "trainer.batch_size=64",
             ],
@@ -152,7 +154,8 @@ def test_the_runner_trains_every_model(tmp_path):
 
 @pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tmp_path):
-    overrides = ["probe=off", "trainer.steps=40", "trainer.batch_size=32", "trainer.seed=3"]
+    overrides = ["probe=off", "trainer.steps=40", "trainer.batch_size=32", *ONE_SEGMENT]
+    overrides.append("trainer.seed=3")
     _, first = run_overrides(tmp_path, overrides, "a")
     _, second = run_overrides(tmp_path, overrides, "b")
     _, other = run_overrides(tmp_path, [*overrides[:-1], "trainer.seed=4"], "c")
@@ -172,7 +175,15 @@ def test_same_seed_gives_identical_metrics(tmp_path):
 )
 def test_training_lowers_the_loss(tmp_path, data, extra, drop):
     summary, run_dir = run_overrides(
-        tmp_path, [f"data={data}", *extra, "probe=off", "trainer.steps=300", "model.widths=[32]"]
+        tmp_path,
+        [
+            f"data={data}",
+            *extra,
+            "probe=off",
+            "trainer.steps=300",
+            "model.widths=[32]",
+            *ONE_SEGMENT,
+        ],
     )
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
     first, final = metrics.loss.iloc[0], summary["final_loss"]
@@ -182,6 +193,7 @@ def test_training_lowers_the_loss(tmp_path, data, extra, drop):
 
 def test_seeds_are_vmapped_and_match_single_runs(tmp_path):
     base = ["probe=off", "trainer.steps=20", "trainer.batch_size=32", "model.widths=[16]"]
+    base += ONE_SEGMENT
     _, together = run_overrides(tmp_path, [*base, "trainer.seed=5", "trainer.seeds=2"], "both")
     _, alone = run_overrides(tmp_path, [*base, "trainer.seed=6"], "alone")
     both = pd.read_parquet(together / "metrics.parquet")
@@ -265,6 +277,7 @@ def test_regression_losses_fit_one_hot_class_targets(tmp_path):
     np.testing.assert_allclose(float(problem.loss(params, problem.data.train)), expected, 1e-5)
     summary, _ = run_overrides(
         tmp_path,
-        ["loss=mse", "optimizer=sgd", "probe=off", "model.widths=[32]", "trainer.steps=300"],
+        ["loss=mse", "optimizer=sgd", "probe=off", "model.widths=[32]", "trainer.steps=300"]
+        + ONE_SEGMENT,
     )
     assert summary["final_test_accuracy"] > 0.9
