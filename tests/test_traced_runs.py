@@ -13,23 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import FAST, compose_config
+from test_fused import BASE as FUSED_BASE
 
 import lossbench
 from lossbench import runner
 from lossbench.compile_cache import cache_disabled
 
-# a width no other test uses: nothing in the session's cache has these programs
-BASE = [
-    *FAST,
-    "model.widths=[11]",
-    "optimizer=sgd",
-    "optimizer.momentum=0.9",
-    "trainer.steps=20",
-    "trainer.seeds=2",
-    "probe.every=10",
-    "probe.lanczos_steps=4",
-    "trainer.checkpoint_every=1",  # a checkpoint at step 10
-]
+# the fused tests' runs at a width no other test uses: nothing in the session's cache has them
+BASE = [o if not o.startswith("model.widths=") else "model.widths=[11]" for o in FUSED_BASE]
 RUNS = [  # the second differs from the first in lr only, the third from the second in scale
     ["optimizer.lr=0.02", "init.scale=0.5"],
     ["optimizer.lr=0.05", "init.scale=0.5"],
