@@ -6,11 +6,12 @@ Part 2 (here): the default run as `lossbench` runs it (digits, Adam, batch 128, 
 `trainer.steps` and `probe.every`, each chunk the runner's one program): a probe at step 0,
 then chunks of `probe.every` steps each followed by a probe, against the same chunks with
 `probe=off`, in one process, alternating. Variants of the sharpness probe (top-1, whole
-training set): 20 Lanczos steps at every probe (before issue 14), the preset before this
-change (30 cold steps, then warm starts of at most 8 steps stopping once λmax moves by
-<= 1e-4), and the preset as shipped (a cold probe from the gradient, every run stopping on
-the top Ritz pair's error estimate `probe.ritz_tolerance`). Each variant's λmax at every
-probe of the timed run is checked against a cold 40-step Lanczos run on the same parameters.
+training set): 20 Lanczos steps at every probe (before issue 14), the preset (30 cold
+steps, then warm starts of at most 8 steps stopping once λmax moves by <= 1e-4), and the
+`probe.ritz_tolerance` rule (a cold probe from the gradient, every run stopping on the top
+Ritz pair's error estimate). All compute grad_curvature by forward over forward. Each
+variant's λmax at every probe of the timed run is checked against a cold 40-step Lanczos
+run on the same parameters.
 Part 3: the pieces of a probe, each timed alone in one process (the cost model).
 Writes `benchmarks/probe_cost.md`.
 
@@ -46,16 +47,21 @@ from lossbench.schema import freeze  # noqa: E402
 from lossbench.train import make_train, seed_keys  # noqa: E402
 
 TOLERANCE = 1e-3  # λmax against a cold 40-step Lanczos run
-PRESET = "preset: gradient cold start, ritz_tolerance 1e-4"
-BEFORE = {"warm_steps": 8, "warm_tolerance": 1e-4, "ritz_tolerance": None, "cold_start": "random"}
+PRESET = "gradient cold start, ritz_tolerance 1e-4"
+RITZ = {
+    "warm_steps": None,
+    "warm_tolerance": None,
+    "ritz_tolerance": 1e-4,
+    "cold_start": "gradient",
+}
 # name: probe config changes from the shipped preset (None: probes off)
 VARIANTS = {
     "off": None,
-    "20 steps every probe (before issue 14)": {**BEFORE, "lanczos_steps": 20,
-                                               "warm_steps": None, "warm_tolerance": None},
-    "30 cold, warm <= 8 steps, increment 1e-4 (preset before)": BEFORE,
-    "ritz_tolerance 3e-4, gradient cold start": {"ritz_tolerance": 3e-4},
-    PRESET: {},
+    "20 steps every probe (before issue 14)": {"lanczos_steps": 20, "warm_steps": None,
+                                               "warm_tolerance": None},
+    "preset: 30 cold, warm <= 8 steps, increment 1e-4": {},
+    "ritz_tolerance 3e-4, gradient cold start": {**RITZ, "ritz_tolerance": 3e-4},
+    PRESET: RITZ,
 }  # fmt: skip
 
 
@@ -200,8 +206,8 @@ def piece_rows(rounds: int, model: str = "mlp") -> list[tuple[str, float, float]
 
     n_hvp = 20
     vectors = jax.random.normal(jax.random.PRNGKey(1), (n_hvp, ravel_pytree(params)[0].size))
-    cold_preset, cold_before = probe_of(), probe_of(**BEFORE)
-    warm_fixed = {k: probe_of(**{**BEFORE, "warm_steps": k, "warm_tolerance": None})
+    cold_preset, cold_before = probe_of(**RITZ), probe_of()
+    warm_fixed = {k: probe_of(warm_steps=k, warm_tolerance=None)
                   for k in (2, 4)}  # fmt: skip
     key = jax.random.PRNGKey(0)
     calls = {
@@ -219,19 +225,11 @@ def piece_rows(rounds: int, model: str = "mlp") -> list[tuple[str, float, float]
         "grad_curvature from the parameters: forward over forward": lambda: (
             curvature_forward_over_forward(params, warm)
         ),
-        "probe: cold, 30 random steps (preset before)": lambda: cold_before(
-            params, batch, key, zeros
-        ),
-        "probe: cold from the gradient, ritz 1e-4 (preset)": lambda: cold_preset(
-            params, batch, key, zeros
-        ),
-        "probe: warm, 2 steps, + grad_curvature HVP (before)": lambda: warm_fixed[2](
-            params, batch, key, warm
-        ),
-        "probe: warm, 4 steps, + grad_curvature HVP (before)": lambda: warm_fixed[4](
-            params, batch, key, warm
-        ),
-        "probe: warm, ritz 1e-4 (preset)": lambda: cold_preset(params, batch, key, warm),
+        "probe: cold, 30 random steps (preset)": lambda: cold_before(params, batch, key, zeros),
+        "probe: cold from the gradient, ritz 1e-4": lambda: cold_preset(params, batch, key, zeros),
+        "probe: warm, 2 steps": lambda: warm_fixed[2](params, batch, key, warm),
+        "probe: warm, 4 steps": lambda: warm_fixed[4](params, batch, key, warm),
+        "probe: warm, ritz 1e-4": lambda: cold_preset(params, batch, key, warm),
     }
     wall, cpu = timed_rounds(calls, rounds)
     steps = {
@@ -243,7 +241,7 @@ def piece_rows(rounds: int, model: str = "mlp") -> list[tuple[str, float, float]
 
 def cost_model(pieces, results, chunks: int, every: int) -> list[str]:
     """Lines: the default run's ratio predicted from the pieces' CPU times, the ratio if
-    every warm probe ran the fewest steps the preset's rule can stop at (2), and what 0.85
+    every warm probe ran the fewest steps the ritz rule can stop at (2), and what 0.85
     would allow."""
     cpu = {name: ms for name, _, ms in pieces}
     pick = lambda start: next(ms for name, ms in cpu.items() if name.startswith(start))  # noqa: E731
@@ -265,7 +263,7 @@ def cost_model(pieces, results, chunks: int, every: int) -> list[str]:
         f"{chunks} chunks of {every} steps: {training:.0f} ms of training. One linearized HVP "
         f"(a Lanczos step) {hvp:.2f} ms = {hvp / chunk:.3f} of a chunk; linearize + loss + "
         f"gradient {linearize:.2f} ms; grad_curvature by forward over forward {curvature:.2f} "
-        f"ms. The preset's cold probe ({cold_steps:.0f} steps) ~{cold:.0f} ms; a warm probe "
+        f"ms. The ritz rule's cold probe ({cold_steps:.0f} steps) ~{cold:.0f} ms; a warm probe "
         f"({warm_steps:.2f} steps on average) ~{linearize + warm_steps * hvp + curvature:.1f} "
         f"ms. Predicted ratio {ratio(warm_steps):.3f}; with every warm probe at the rule's "
         f"fewest steps (2: a top Ritz pair and a gap) {ratio(2):.3f}; with warm probes of no "
@@ -304,14 +302,16 @@ def main(rounds: int, kernels: bool = True, models=("mlp",)) -> str:
         "on a loaded machine). Accuracy: probes of the timed run whose λmax is within "
         f"{TOLERANCE:g} (relative) of a cold 40-step Lanczos run on the same parameters, and "
         "the largest error; Lanczos steps (HVPs) of the cold first probe and the mean of the "
-        "warm ones (`lanczos_steps_run`). Target (mlp, the preset): ratio >= 0.85 with every "
+        "warm ones (`lanczos_steps_run`). Target (mlp, the default run): ratio >= 0.85 with every "
         f"probe within {TOLERANCE:g}. Load average (1 min) on the 2 cores: {load_start[0]:.1f} "
         f"at the start of this part, {load_mid[0]:.1f} at its end.",
         "",
         "Before: issue 14's 0.49 (a quiet machine, a cold 20-step probe every 100 steps); the "
         "first row is that probe in this process. The rule's tolerance is a measured one: 3e-4 "
         "also keeps 1e-3 here but misses it against the dense Hessian of a small model "
-        "(`tests/test_probes_in_loop.py`, top gap 5%), hence the preset's 1e-4.",
+        "(`tests/test_probes_in_loop.py`, top gap 5%), hence 1e-4. Not the preset: a warm probe "
+        "of ~3 steps leaves `lambda_min` unresolved, and the README's stuck deep-linear run "
+        "then reads `flat`, not `strict_saddle` (tests/test_regimes.py).",
         "",
         "| model | variant | wall ratio | CPU ratio | probes within 1e-3 | max error "
         "| cold steps | mean warm steps |",
@@ -329,7 +329,7 @@ def main(rounds: int, kernels: bool = True, models=("mlp",)) -> str:
         "## The pieces, each program alone (the cost model)",
         "",
         f"mlp, after the first {every} steps; fastest of {3 * rounds} interleaved rounds. The "
-        f"preset's probe took {piece_steps['cold']:.0f} Lanczos steps cold and "
+        f"ritz rule's probe took {piece_steps['cold']:.0f} Lanczos steps cold and "
         f"{piece_steps['warm']:.0f} warm here (its warm start: the converged top eigenvector). "
         f"Load average (1 min): {load_mid[0]:.1f} at the start, {load_end[0]:.1f} at the end.",
         "",

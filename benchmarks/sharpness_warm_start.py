@@ -45,6 +45,7 @@ RITZ_TOLERANCES = (1e-3, 3e-4, 1e-4)
 SEEDS = (0, 1, 2, 3)
 # the rows before `ritz_tolerance`: a random cold start, increments or fixed budgets
 BEFORE_RITZ = {"ritz_tolerance": None, "cold_start": "random", "warm_tolerance": None}
+RITZ_RULE = {"warm_steps": None, "warm_tolerance": None, "cold_start": "gradient"}
 SUBSETS = (128, 256, 512, 1024)
 
 
@@ -142,7 +143,7 @@ def main(output: Path | None, steps: int = 2000, every: int = 100) -> str:
         )
         *result, taken = replay(adaptive, problem, points, batch, reference, True)
         tolerance_rows.append((tolerance, *result, float(np.mean(taken[1:])), max(taken[1:])))
-    ritz = ritz_rows(dataclasses.replace(preset, top_k=1, bottom_k=0), steps, every)
+    ritz = ritz_rows(dataclasses.replace(preset, top_k=1, bottom_k=0, **RITZ_RULE), steps, every)
 
     train = problem.data.train
     n_train = next(iter(train.values())).shape[0]
@@ -166,7 +167,7 @@ def main(output: Path | None, steps: int = 2000, every: int = 100) -> str:
         f"training set ({reference.min():.3g} to {reference.max():.3g} over the run). Written "
         "by `benchmarks/sharpness_warm_start.py`.",
         "",
-        f"## The preset's rule: stop once the top Ritz pair's error estimate r² / (θ₁ - θ₂) "
+        f"## `probe.ritz_tolerance`: stop once the top Ritz pair's error estimate r² / (θ₁ - θ₂) "
         "is at most the tolerance times λmax (`probe.ritz_tolerance`), cold probe from the "
         f"gradient, at most {preset.lanczos_steps} steps",
         "",

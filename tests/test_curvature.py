@@ -710,16 +710,15 @@ def test_warm_steps_above_lanczos_steps_runs_lanczos_steps():
 
 
 def test_the_sharpness_preset_tracks_dense_lambda_max_with_few_warm_steps(problem, x64):
-    """The default run's probe (`probe=sharpness`: a cold start from the gradient, then warm
-    starts from the last top eigenvector, each run stopping once the top Ritz pair's error
-    estimate is <= 1e-4 of λmax, at most 30 steps) along a gradient-descent path: λmax equals
-    `eigh`'s top eigenvalue of the dense Hessian to 1e-3 at every probe
+    """The default run's probe (`probe=sharpness`: 30 cold steps, then at most 8 warm ones
+    from the last top eigenvector, fewer once λmax moves by <= 1e-4) along a gradient-descent
+    path: λmax equals `eigh`'s top eigenvalue of the dense Hessian to 1e-3 at every probe
     (benchmarks/sharpness_warm_start.md)."""
     from lossbench import compose
 
     cfg = freeze(compose()).probe
-    preset = (cfg.name, cfg.lanczos_steps, cfg.top_k, cfg.ritz_tolerance, cfg.cold_start)
-    assert preset == ("sharpness", 30, 1, 1e-4, "gradient")
+    preset = (cfg.name, cfg.lanczos_steps, cfg.top_k, cfg.warm_steps, cfg.warm_tolerance)
+    assert preset == ("sharpness", 30, 1, 8, 1e-4)
     params, batch = inputs64(problem)
     flat_params, unravel = ravel_pytree(params)
     probe = jax.jit(cv.make_probe(cfg, probe_loss))
