@@ -37,7 +37,7 @@ SWEEP_LRS = "0.001,0.002,0.005,0.01"
 
 
 def load() -> str:
-    return os.getloadavg().__repr__().strip("()").split(",")[0]
+    return f"{os.getloadavg()[0]:.1f}"
 
 
 def lossbench(patch: str, args: list[str], cache: Path) -> tuple[float, float]:
@@ -124,7 +124,8 @@ def main() -> None:
     lines += [
         "",
         f"Second run at another lr, after / before: wall {after[1][0] / before[1][0]:.2f}x, "
-        f"run {after[1][2] / before[1][2]:.2f}x. 4-job sweep, after / before: wall "
+        f"run {after[1][2] / before[1][2]:.2f}x, CPU {after[1][1] / before[1][1]:.2f}x. "
+        "4-job sweep, after / before: wall "
         f"{after_sweep[0] / before_sweep[0]:.2f}x, CPU {after_sweep[1] / before_sweep[1]:.2f}x.",
         "",
     ]
