@@ -50,4 +50,23 @@ def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
     return directory
 
 
-__all__ = ["cache_dir", "enable_compilation_cache"]
+def cache_by_default() -> None:
+    """The cache as the command line has it, for the library's compiled functions (called by
+    `lossbench.curvature.operators.compiled` at its first call, not at import): nothing when
+    the user chose a directory of their own (`jax_compilation_cache_dir`) or none
+    (`LOSSBENCH_NO_CACHE`), or once it has run."""
+    global _defaulted
+    if _defaulted:
+        return
+    _defaulted = True
+    import jax
+
+    if jax.config.jax_compilation_cache_dir is None and enable_compilation_cache():
+        from jax.experimental.compilation_cache import compilation_cache
+
+        compilation_cache.reset_cache()  # takes effect even if JAX compiled before
+
+
+_defaulted = False  # cache_by_default has run in this process
+
+__all__ = ["cache_by_default", "cache_dir", "enable_compilation_cache"]

@@ -1,5 +1,5 @@
 """The notebook path of the eigenvalue API: `from lossbench.curvature import hessian_eigenvalues`
-and a call, nothing else. Importing the package turns on the persistent compilation cache, so a
+and a call, nothing else. The first call turns on the persistent compilation cache, so a
 second session (a fresh process) loads the compiled Lanczos instead of compiling it again, and
 its eigenvalues still match the dense Hessian's. Each test runs fresh processes on its own empty
 cache directory, so nothing depends on a cache left by an earlier run."""

@@ -4,15 +4,13 @@ density and per-block curvature, on any loss over any pytree of parameters.
 Everything is a pure JAX function (jit, vmap, float32 or float64); nothing here knows Hydra.
 `make_probe` bundles them into one function for the compiled training loop.
 
-Importing this package turns on lossbench's persistent compilation cache (see
-`lossbench.compile_cache`) unless JAX already has a cache directory or `LOSSBENCH_NO_CACHE=1`:
-a notebook's second session loads `hessian_eigenvalues` & co. from disk instead of compiling
-them again (benchmarks/peers.md: the first top-5 call then costs about a quarter).
+The first call of a compiled function here (`hessian_eigenvalues` & co.) turns on lossbench's
+persistent compilation cache (`lossbench.compile_cache.cache_by_default`) unless JAX already
+has a cache directory or `LOSSBENCH_NO_CACHE=1`: a notebook's second session loads them from
+disk instead of compiling them again (benchmarks/peers.md: the first top-5 call then costs
+about a quarter).
 """
 
-import jax as _jax
-
-from lossbench.compile_cache import enable_compilation_cache as _enable_compilation_cache
 from lossbench.curvature.density import SpectralDensity as SpectralDensity
 from lossbench.curvature.density import lanczos_quadrature as lanczos_quadrature
 from lossbench.curvature.density import spectral_density as spectral_density
@@ -36,15 +34,3 @@ from lossbench.curvature.probe import record_keys as record_keys
 from lossbench.curvature.trace import TraceResult as TraceResult
 from lossbench.curvature.trace import hessian_trace as hessian_trace
 from lossbench.curvature.trace import trace_of as trace_of
-
-
-def _cache_by_default() -> None:
-    """The persistent compilation cache, as the command line has it, unless the user chose
-    their own (`jax_compilation_cache_dir` set) or none (`LOSSBENCH_NO_CACHE`)."""
-    if _jax.config.jax_compilation_cache_dir is None and _enable_compilation_cache():
-        from jax.experimental.compilation_cache import compilation_cache
-
-        compilation_cache.reset_cache()  # takes effect even if JAX compiled before this import
-
-
-_cache_by_default()

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from lossbench.compile_cache import cache_by_default
+
 PyTree = Any
 Matvec = Callable[[PyTree], PyTree]
 
@@ -114,6 +116,7 @@ def compiled(*static_argnames: str) -> Callable[[Callable], Callable]:
                         "function (or a functools.partial of one) and give arrays as extra "
                         "positional arguments"
                     ) from None
+            cache_by_default()
             return jitted(*args, **kwargs)
 
         wrapper.jitted = jitted
