@@ -21,7 +21,7 @@ from lossbench.probing import fit_probe, probe_batch
 from lossbench.problem import Problem, build_problem, flat_record, traceable
 from lossbench.rundir import config_record
 from lossbench.schema import freeze
-from lossbench.train import seed_keys
+from lossbench.train import seed_keys, segments
 
 
 def chunk_length(cfg) -> int:
@@ -159,23 +159,30 @@ def trace_failure(
     data = first.problem.data.train, first.problem.data.test, probe_batch(first.cfg, first.problem)
     try:
         state = jax.eval_shape(trainer.init, keys, hyper)
-        trainer.chunk.trace(
-            state, *data, chunk_program(first.cfg.trainer, first.length, 0)[2], hyper
-        )
+        _, _, lengths = chunk_program(first.cfg.trainer, first.length, 0)
+        trainer.program.trace(state, *data, lengths, first.length, hyper)
     except Exception as exc:  # jax's tracer errors (TypeErrors), a builder's own checks
         return f"{type(exc).__name__}: {exc}".splitlines()[0]
     return None
 
 
-def chunk_program(t, length: int, start: int) -> tuple[int, tuple, tuple]:
-    """The chunk from step `start`: its steps, its layout and the layout of the program that
-    runs it. When the run's last chunk is a full one, every full chunk runs its program (the
-    final step logged apart) so the run compiles one chunk program, not two; the extra record
-    of the other chunks is dropped on the host."""
+def chunk_program(t, length: int, start: int) -> tuple[int, tuple, np.ndarray]:
+    """The chunk from step `start`: its steps, its layout, and the segment lengths its
+    compiled program takes (`lossbench.train`: padded with zeros to the segments of the
+    run's longest layout, so every chunk of the run, the last included, runs one program)."""
     n = min(length, t.steps - start)
     layout = chunk_layout(n, t.log_every, last=start + n == t.steps)
-    one_program = t.steps % length == 0
-    return n, layout, chunk_layout(n, t.log_every, last=True) if one_program else layout
+    return n, layout, padded_segments(segments(layout, t.log_every), length, t.log_every)
+
+
+def probe_only(length: int, log_every: int) -> np.ndarray:
+    """The segment lengths of a call of the chunk program that only probes (step 0)."""
+    return padded_segments((), length, log_every)
+
+
+def padded_segments(lengths, length: int, log_every: int) -> np.ndarray:
+    count = len(segments(chunk_layout(length, log_every, last=True), log_every))
+    return np.asarray([*lengths, *[0] * (count - len(lengths))], np.int32)
 
 
 def row_inputs(jobs: Sequence[Prepared], traced: Sequence[str], rows: int) -> tuple:

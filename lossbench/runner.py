@@ -26,6 +26,7 @@ from lossbench.prepared import (  # noqa: F401  (also runner's names, as before 
     config_value,
     logged_steps,
     prepare,
+    probe_only,
     program_inputs,
     row_inputs,
     trace_failure,
@@ -34,7 +35,7 @@ from lossbench.probing import make_probe_fn, probe_batch
 from lossbench.results import SUMMARY_FILE
 from lossbench.rundir import check_same_config, claim_run_dir
 from lossbench.stopping import StopOnSignals
-from lossbench.train import TrainState, make_train
+from lossbench.train import TrainState, make_train, unpack
 
 
 @contextmanager
@@ -183,9 +184,10 @@ def run_group(
         else:
             for job in group:
                 job.snapshot(state, 0)
-        if not any(resuming) and trainer.probe is not None:
-            state, probe = trainer.probe(state, probe_data, hyper)
-            probe = jax.device_get(probe)
+        if not any(resuming) and trainer.probe is not None:  # the chunk program, 0 steps
+            lengths = probe_only(length, t.log_every)
+            state, out = trainer.program(state, train, test, probe_data, lengths, length, hyper)
+            probe = jax.device_get(out["probe"])
             for job in group:
                 job.record_probe(probe, 0)
                 job.writer.flush()
@@ -193,24 +195,22 @@ def run_group(
             job.heartbeat(steps_completed=done)
 
         def dispatch(state, start):
-            n, layout, program = chunk_program(t, length, start)
-            out = trainer.chunk(state, train, test, probe_data, program, hyper)
-            return out, start, n, layout, program != layout
+            n, layout, lengths = chunk_program(t, length, start)
+            out = trainer.program(state, train, test, probe_data, lengths, length, hyper)
+            return out, start, n, layout, lengths
 
         with StopOnSignals() as stop, _progress(t.progress, t.steps) as update:
             pending = dispatch(state, done) if done < t.steps else None
             tic = time.perf_counter()
             while pending is not None:
-                (state, out), start, n, layout, extra_record = pending
+                (state, out), start, n, layout, lengths = pending
                 done = start + n
                 due = t.checkpoint_every and (done // length) % t.checkpoint_every == 0
                 # the next chunk computes while this one's files are written
                 pending = None
                 if done < t.steps and not due and stop.requested is None:
                     pending = dispatch(state, done)
-                out = jax.device_get(out)
-                if extra_record:
-                    out = _drop_last_record(out)
+                out = unpack(jax.device_get(out), lengths)
                 logged = logged_steps(start, layout, t.log_every)
                 for job in live():
                     job.record_chunk(out, start, logged)
@@ -308,16 +308,6 @@ def _finish(job: Job, trainer, evaluation, t_train, first_chunk_s, t_start) -> d
     job.summary = summary
     job.heartbeat()
     return summary
-
-
-def _drop_last_record(out: dict) -> dict:
-    """A chunk's records (rows first, log steps second) without the last log step's."""
-    drop = lambda a: a[:, :-1]  # noqa: E731
-    return {
-        **out,
-        "log": jax.tree_util.tree_map(drop, out["log"]),
-        "eval": jax.tree_util.tree_map(drop, out["eval"]),
-    }
 
 
 def _timing(done, t_train, first_chunk_s, t_start) -> dict:

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lossbench.problem import Problem
@@ -35,6 +36,10 @@ class Trainer:
 
     init: Callable  # (row_keys, hyper=None) -> TrainState with a leading row axis
     chunk: Callable  # (state, train, test, probe_batch, layout, hyper=None) -> (state, records)
+    # the runner's chunk: (state, train, test, probe_batch, lengths, capacity, hyper=None)
+    # -> (state, records of every segment, padded); `unpack(records, lengths)` keeps the
+    # chunk's own. `chunk` is this program for one fixed layout, unpacked.
+    program: Callable
     probe: Callable | None  # (state, probe_batch, hyper=None) -> (state, probe records)
     evaluate: Callable  # (params, batch) -> dict of (seeds,) arrays
 
@@ -113,17 +118,6 @@ def make_train(
         record.update(problem.step_metrics(state.params))  # the model's own (x_0, x_1, ...)
         return new_state, record
 
-    def logged_steps(state, hyper, train, test, n):
-        """`n` steps from a log step: held-out evaluation and full records for the first,
-        only the loss (for divergence checks) for the others."""
-        evaluation = held_out(state.params, hyper, test)
-        state, record = train_step(state, hyper, train, log=True)
-        state, rest = jax.lax.scan(
-            lambda s, _: train_step(s, hyper, train, log=False), state, None, length=n - 1
-        )
-        losses = jnp.concatenate([record["loss"][None], rest["loss"]])
-        return state, (evaluation, record, losses)
-
     def held_out(params, hyper, test):
         if not evaluate_test:
             return {}
@@ -142,46 +136,71 @@ def make_train(
         }
         return state._replace(key=key, probe_vector=vector), record
 
-    def chunk(state, hyper, train, test, probe_batch, layout: tuple[int, tuple[int, ...]]):
-        """Steps in segments that each log their first step, then a probe if probes are on.
+    def run_segment(carry, length, hyper, train, test):
+        """`length` steps from a log step: held-out evaluation and full records for the
+        first, only the loss (for divergence checks) for the others, written into the
+        chunk's loss buffer at `offset`."""
+        state, losses, offset = carry
+        evaluation = held_out(state.params, hyper, test)
+        state, record = train_step(state, hyper, train, log=True)
+        losses = losses.at[offset].set(record["loss"])
 
-        `layout = (n, tails)`: `n` segments of `log_every` steps, then segments of the
-        lengths in `tails` (a chunk's remainder; the run's last step as a segment of its own,
-        so it is always logged); a plain number of steps is split the regular way. Returns
-        records with a leading axis per log step (`log`: the step's norms and metrics,
-        `eval`: held-out figures) and `loss`, every step's loss.
+        def unlogged(i, inner):
+            state, losses = inner
+            state, rest = train_step(state, hyper, train, log=False)
+            return state, losses.at[offset + i].set(rest["loss"])
+
+        state, losses = jax.lax.fori_loop(1, length, unlogged, (state, losses))
+        return (state, losses, offset + length), (evaluation, record)
+
+    def chunk(state, hyper, train, test, probe_batch, lengths, capacity: int):
+        """Segments of `lengths` steps, each logging its first step (a segment of 0 steps is
+        skipped), then a probe if probes are on.
+
+        The lengths are an input, so every chunk of a run (its last, shorter ones, and the
+        step-0 probe: all lengths 0) runs one program, which traces the logged step and the
+        plain step once each. Returns records with a leading axis per segment (`log`: the
+        step's norms and metrics, `eval`: held-out figures; a skipped segment's are zeros)
+        and `loss`, every step's loss in a buffer of `capacity` steps (the first
+        `sum(lengths)` are the chunk's). `unpack` keeps the chunk's own.
         """
-        if isinstance(layout, int):  # n steps, from a log step
-            n_intervals, tail = divmod(layout, log_every)
-            layout = (n_intervals, (tail,) if tail else ())
-        n_intervals, tails = layout
-        state, (evaluations, logs, losses) = jax.lax.scan(
-            lambda s, _: logged_steps(s, hyper, train, test, log_every),
+        at = lambda carry, length: run_segment(carry, length, hyper, train, test)  # noqa: E731
+        # the records' shapes, for a skipped segment's zeros
+        records = jax.eval_shape(
+            lambda s: (held_out(s.params, hyper, test), train_step(s, hyper, train, True)[1]),
             state,
-            None,
-            length=n_intervals,
         )
-        losses = losses.reshape(-1)
-        glue = lambda a, b: jnp.concatenate([a, b[None]])  # noqa: E731
-        for tail in tails:
-            state, (last_eval, last_log, tail_losses) = logged_steps(
-                state, hyper, train, test, tail
-            )
-            evaluations = jax.tree_util.tree_map(glue, evaluations, last_eval)
-            logs = jax.tree_util.tree_map(glue, logs, last_log)
-            losses = jnp.concatenate([losses, tail_losses])
+        losses = jnp.zeros((capacity,), records[1]["loss"].dtype)
+        carry = (state, losses, jnp.zeros((), jnp.int32))
+
+        def skip(carry, length):
+            return carry, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), records)
+
+        def segment(carry, length):
+            return jax.lax.cond(length > 0, at, skip, carry, length)
+
+        (state, losses, _), (evaluations, logs) = jax.lax.scan(segment, carry, lengths)
         out = {"log": logs, "eval": evaluations, "loss": losses}
         if probe_fn is not None:
             state, out["probe"] = run_probe(state, hyper, probe_batch)
         return state, out
 
     seeds = trainer_cfg.seeds if rows is None else rows
-    batched_chunk = over_seeds(chunk, seeds, in_axes=(0, 0, None, None, None, None))
+    batched_chunk = over_seeds(chunk, seeds, in_axes=(0, 0, None, None, None, None, None))
     batched_probe = over_seeds(run_probe, seeds, in_axes=(0, 0, None))
     batched_init = over_seeds(init, seeds, in_axes=(0, 0))
 
+    def compiled_chunk(state, train, test, probe_batch, lengths, capacity, hyper=None):
+        return batched_chunk(state, hyper or {}, train, test, probe_batch, lengths, capacity)
+
+    program = jax.jit(compiled_chunk, static_argnums=5)
+
     def chunk_entry(state, train, test, probe_batch, layout, hyper=None):
-        return batched_chunk(state, hyper or {}, train, test, probe_batch, layout)
+        lengths = segments(layout, log_every)
+        raw = batched_chunk(
+            state, hyper or {}, train, test, probe_batch, jnp.asarray(lengths), sum(lengths)
+        )
+        return raw[0], unpack(raw[1], lengths)
 
     def probe_entry(state, probe_batch, hyper=None):
         return batched_probe(state, hyper or {}, probe_batch)
@@ -199,11 +218,36 @@ def make_train(
 
     return Trainer(
         init=jax.jit(init_entry),
-        # no donation: the host keeps a chunk's state (to checkpoint) while the next one runs
         chunk=jax.jit(chunk_entry, static_argnums=4),
+        # no donation: the host keeps a chunk's state (to checkpoint) while the next one runs
+        program=program,
         probe=jax.jit(probe_entry) if probe_fn is not None else None,
         evaluate=jax.jit(evaluate_entry),
     )
+
+
+def segments(layout, log_every: int) -> tuple[int, ...]:
+    """Segment lengths of a chunk `layout`: `(n, tails)` (`lossbench.prepared.chunk_layout`:
+    `n` segments of `log_every` steps, then the `tails`) or a plain number of steps."""
+    if isinstance(layout, int):  # n steps, from a log step
+        n_intervals, tail = divmod(layout, log_every)
+        layout = (n_intervals, (tail,) if tail else ())
+    n_intervals, tails = layout
+    return (log_every,) * n_intervals + tuple(tails)
+
+
+def unpack(out: dict, lengths) -> dict:
+    """A chunk's own records from the compiled chunk's (rows first): the segments with steps
+    (they come first) and the losses of its steps."""
+    lengths = np.asarray(lengths)
+    segments_run, steps = int(np.count_nonzero(lengths)), int(lengths.sum())
+    keep = lambda a: a[:, :segments_run]  # noqa: E731
+    return {
+        **out,
+        "log": jax.tree_util.tree_map(keep, out["log"]),
+        "eval": jax.tree_util.tree_map(keep, out["eval"]),
+        "loss": out["loss"][:, :steps],
+    }
 
 
 def over_seeds(fn: Callable, seeds: int, in_axes: tuple) -> Callable:
@@ -227,4 +271,4 @@ def seed_keys(seed: int, seeds: int) -> jax.Array:
     return jax.vmap(jax.random.key)(jnp.arange(seed, seed + seeds))
 
 
-__all__ = ["TrainState", "Trainer", "make_train", "seed_keys"]
+__all__ = ["TrainState", "Trainer", "make_train", "seed_keys", "segments", "unpack"]

@@ -174,7 +174,11 @@ def test_two_devices_give_the_rows_of_one(tmp_path):
     )
     results = {}
     for devices in (1, 2):
-        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        # the suite's own flags (fast compiles, one thread) and the device count
+        flags = (
+            f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+        )
+        env = {**os.environ, "XLA_FLAGS": flags}
         done = subprocess.run(
             [sys.executable, "-c", code, str(tmp_path / str(devices)), str(devices)],
             capture_output=True,

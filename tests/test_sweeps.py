@@ -146,6 +146,8 @@ def test_thread_limits_for_parallel_local_jobs():
         "--xla_force_host_platform_device_count=2",
         *SINGLE_THREAD_XLA,
     ]
+    # XLA reads no flag after a token that does not start with "--"
+    assert all(flag.startswith("--") for flag in env["XLA_FLAGS"].split()), env["XLA_FLAGS"]
     assert env["OMP_NUM_THREADS"] == "1"
     assert "XLA_FLAGS" not in thread_env(4, {})  # XLA's flags can only make it single-threaded
     assert "OMP_NUM_THREADS" not in thread_env(1, {"OMP_NUM_THREADS": "3"})  # the user's wins

@@ -39,9 +39,9 @@ def chunk_programs():
     class Handler(logging.Handler):
         def emit(self, record):
             message = record.getMessage()
-            if "cache hit for 'jit_chunk_entry'" in message:
+            if "cache hit for 'jit_compiled_chunk'" in message:
                 answers.append("hit")
-            elif "CACHE MISS for 'jit_chunk_entry'" in message:
+            elif "CACHE MISS for 'jit_compiled_chunk'" in message:
                 answers.append("miss")
 
     logger = logging.getLogger("jax._src.compiler")

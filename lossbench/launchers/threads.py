@@ -12,7 +12,10 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-SINGLE_THREAD_XLA = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
+# Only `--` flags: XLA's parser reads no flag after a bare token (the widely copied
+# `intra_op_parallelism_threads=1` is one, not an XLA flag), so a bare one would silently
+# drop the flags after it, a user's device count among them.
+SINGLE_THREAD_XLA = ("--xla_cpu_multi_thread_eigen=false",)
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
