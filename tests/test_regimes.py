@@ -187,9 +187,12 @@ def test_deep_linear_later_saddles_are_named(tmp_path):
     assert len(saddles) >= 4 and np.all(np.diff(saddles.loss_entry.to_numpy()) < 0)
 
 
-def test_depth_two_first_probe_is_a_saddle(tmp_path):
+@pytest.fixture(scope="module")
+def depth_two(tmp_path_factory):
+    """One depth-2 deep linear run from near 0, shared by the two tests below: its directory
+    and its probes and events as the run wrote them (`diagnose_run` rewrites them later)."""
     _, run_dir = run_overrides(
-        tmp_path,
+        tmp_path_factory.mktemp("depth_two"),
         [
             "experiment=deep_linear",
             "model.depth=2",
@@ -198,7 +201,13 @@ def test_depth_two_first_probe_is_a_saddle(tmp_path):
             "probe.every=10",
         ],
     )
-    first = load_run(run_dir, "probes", config=False).iloc[0]
+    probes = load_run(run_dir, "probes", config=False)
+    return run_dir, probes, pd.read_parquet(run_dir / "events.parquet")
+
+
+@pytest.mark.xdist_group("regimes_depth_two")
+def test_depth_two_first_probe_is_a_saddle(depth_two):
+    first = depth_two[1].iloc[0]
     assert first.regime == "strict_saddle"
     assert first.lambda_min == pytest.approx(-first.lambda_max, rel=0.05)
 
@@ -263,18 +272,9 @@ def test_a_blow_up_is_divergence_not_the_edge_of_stability(tmp_path):
     assert (probes.regime[risen] == "divergence").all()
 
 
-def test_diagnose_reproduces_and_thresholds_change_events(tmp_path):
-    _, run_dir = run_overrides(
-        tmp_path,
-        [
-            "experiment=deep_linear",
-            "model.depth=2",
-            "init.scale=1e-3",
-            "trainer.steps=100",
-            "probe.every=10",
-        ],
-    )
-    first = pd.read_parquet(run_dir / "events.parquet")
+@pytest.mark.xdist_group("regimes_depth_two")
+def test_diagnose_reproduces_and_thresholds_change_events(depth_two):
+    run_dir, _, first = depth_two
     assert "regime_margin" in first.columns and (first.regime_margin >= 0).all()
     summary = diagnose_run(run_dir, load_detect(run_dir, []))  # again, from the files
     pd.testing.assert_frame_equal(first, pd.read_parquet(run_dir / "events.parquet"))
