@@ -27,12 +27,25 @@ RUN = [
     "trainer.steps=150",
     "trainer.batch_size=64",
     "trainer.save_params=true",
+    # momentum SGD: the probes' edge-of-stability columns have their momentum form
+    "optimizer=sgd",
+    "optimizer.lr=0.05",
+    "optimizer.momentum=0.9",
 ]
+# the tests of the shared run on one xdist worker (`--dist loadgroup`): it is trained once
+SPECTRUM_RUN_GROUP = pytest.mark.xdist_group("spectrum_run")
+
+
+@pytest.fixture(scope="module")
+def spectrum_run(tmp_path_factory):
+    """One run with every spectrum probe on (the summary, the run directory)."""
+    return run_overrides(tmp_path_factory.mktemp("spectrum"), RUN)
 
 
 @pytest.mark.slow
-def test_final_probe_matches_a_fresh_probe_on_the_saved_parameters(tmp_path):
-    summary, run_dir = run_overrides(tmp_path, RUN)
+@SPECTRUM_RUN_GROUP
+def test_final_probe_matches_a_fresh_probe_on_the_saved_parameters(spectrum_run):
+    summary, run_dir = spectrum_run
     probes = pd.read_parquet(run_dir / "probes.parquet")
     assert list(probes.step) == [0, 50, 100, 150]
     last = probes.iloc[-1]
@@ -56,10 +69,9 @@ def test_final_probe_matches_a_fresh_probe_on_the_saved_parameters(tmp_path):
 
 
 @pytest.mark.slow
-def test_probe_columns_and_edge_of_stability_reference(tmp_path):
-    _, run_dir = run_overrides(
-        tmp_path, [*RUN[:-1], "optimizer=sgd", "optimizer.lr=0.05", "optimizer.momentum=0.9"]
-    )
+@SPECTRUM_RUN_GROUP
+def test_probe_columns_and_edge_of_stability_reference(spectrum_run):
+    _, run_dir = spectrum_run
     probes = pd.read_parquet(run_dir / "probes.parquet")
     for column in (
         "step",

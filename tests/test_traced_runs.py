@@ -26,6 +26,9 @@ RUNS = [  # the second differs from the first in lr only, the third from the sec
     ["optimizer.lr=0.05", "init.scale=0.5"],
     ["optimizer.lr=0.05", "init.scale=2.0"],
 ]
+# the tests of the shared runs on one xdist worker (`--dist loadgroup`): without it each
+# worker that drew one of them built the six runs again (~21-34 s a build)
+RUNS_GROUP = pytest.mark.xdist_group("traced_and_constant")
 # float32, a value as a program input against the same value folded into the program as a
 # constant: XLA simplifies the two differently, rounding differs in the last bits over 20 steps
 RTOL, ATOL = 1e-4, 1e-6
@@ -79,6 +82,7 @@ def _frame(run_dir, name):
 
 
 @pytest.mark.slow
+@RUNS_GROUP
 def test_runs_differing_in_lr_or_init_scale_compile_one_chunk_program(traced_and_constant):
     assert not cache_disabled(), "the persistent compilation cache is on in the tests"
     _, traced, constant, answers = traced_and_constant
@@ -91,6 +95,7 @@ def test_runs_differing_in_lr_or_init_scale_compile_one_chunk_program(traced_and
 
 
 @pytest.mark.slow
+@RUNS_GROUP
 def test_a_traced_run_writes_the_files_of_its_constant_twin(traced_and_constant):
     root, traced, constant, _ = traced_and_constant
     for i, (mine, twin) in enumerate(zip(traced, constant, strict=True)):
@@ -114,6 +119,7 @@ def test_a_traced_run_writes_the_files_of_its_constant_twin(traced_and_constant)
 
 
 @pytest.mark.slow
+@RUNS_GROUP
 def test_a_constant_run_resumes_as_a_traced_one(traced_and_constant, tmp_path):
     """A checkpoint of a run with its values as constants (every run before) has the state
     layout of a traced one: resumed with traced values, it writes the uninterrupted files."""
