@@ -73,7 +73,7 @@ def test_a_four_run_sweep_loads_as_one_frame(tmp_path):
         "probe=off",
         "trainer.steps=30",
         "trainer.log_every=10",
-        "model.widths=[16]",
+        "model.widths=[8]",
         f"hydra.sweep.dir={sweep}",
         *FAST,
         cwd=tmp_path,
@@ -89,7 +89,7 @@ def test_a_four_run_sweep_loads_as_one_frame(tmp_path):
         ("sgd", 0.01),
         ("sgd", 0.1),
     ]
-    assert (frame["model.widths"] == (16,)).all()
+    assert (frame["model.widths"] == (8,)).all()
     assert (frame["status"] == "completed").all()
     for run in runs.index:
         single = load_run(sweep / run)

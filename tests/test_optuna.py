@@ -15,6 +15,7 @@ SEARCH = [
     "hydra/sweeper=optuna",
     "hydra.sweeper.sampler.seed=0",
     "optimizer.lr=tag(log, interval(0.001, 0.1))",
+    "model.widths=[8]",
     "trainer.steps=20",
     "probe=off",
     "trainer.progress=false",

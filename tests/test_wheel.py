@@ -73,8 +73,9 @@ def test_the_wheel_ships_the_configs_and_trains(tmp_path):
     assert where.returncode == 0, where.stderr
     assert where.stdout.strip().startswith(str(venv)), where.stdout  # not the source tree
     result = subprocess.run(
-        [str(venv / "bin" / "lossbench"), "trainer.steps=10", "trainer.log_every=5"]
-        + ["probe=off", "trainer.progress=false", f"hydra.run.dir={tmp_path / 'run'}"],
+        [str(venv / "bin" / "lossbench"), "model.widths=[8]", "trainer.steps=10"]
+        + ["trainer.log_every=5", "probe=off", "trainer.progress=false"]
+        + [f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
