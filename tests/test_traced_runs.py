@@ -13,22 +13,22 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import FAST, compose_config
-from test_fused import BASE as FUSED_BASE
+from test_fused import BASE, FIXTURE_GROUP
 
 import lossbench
 from lossbench import runner
 from lossbench.compile_cache import cache_disabled
 
-# the fused tests' runs at a width no other test uses: nothing in the session's cache has them
-BASE = [o if not o.startswith("model.widths=") else "model.widths=[11]" for o in FUSED_BASE]
 RUNS = [  # the second differs from the first in lr only, the third from the second in scale
     ["optimizer.lr=0.02", "init.scale=0.5"],
     ["optimizer.lr=0.05", "init.scale=0.5"],
     ["optimizer.lr=0.05", "init.scale=2.0"],
 ]
 # the tests of the shared runs on one xdist worker (`--dist loadgroup`): without it each
-# worker that drew one of them built the six runs again (~21-34 s a build)
-RUNS_GROUP = pytest.mark.xdist_group("traced_and_constant")
+# worker that drew one of them built the six runs again (~21-34 s a build). The worker of
+# test_fused's runs alone: they are these runs' program (BASE, every float an input), so the
+# session compiles it once, here or there, and loads it from the cache everywhere else.
+RUNS_GROUP = FIXTURE_GROUP
 # float32, a value as a program input against the same value folded into the program as a
 # constant: XLA simplifies the two differently, rounding differs in the last bits over 20 steps
 RTOL, ATOL = 1e-4, 1e-6
@@ -89,8 +89,9 @@ def test_runs_differing_in_lr_or_init_scale_compile_one_chunk_program(traced_and
     inputs = ["init.scale", "optimizer.lr", "optimizer.momentum", "optimizer.schedule.factor"]
     assert [s["program_inputs"] for s in traced] == [inputs] * 3
     assert [s["program_inputs"] for s in constant] == [[]] * 3
-    # one program for the three: compiled by the first run (a miss), loaded by the others;
-    # with every value a constant, each run missed (three different programs)
+    # one program for the three: compiled by the first run (a miss) or by test_fused's runs
+    # alone (no miss), loaded by the others; with every value a constant, each run missed
+    # (three different programs)
     assert len(answers) == 3 and answers.count("miss") <= 1, answers
 
 
