@@ -21,6 +21,11 @@ from lossbench.records import Divergence
 
 FAST = ["trainer.progress=false", "trainer.save_params=false"]
 TINY = ["model.widths=[8]", "probe=off", "trainer.steps=20", *FAST]
+# A run on a two-parameter bowl, for tests where the model does not matter: no data set to
+# load (the digits import scikit-learn: seconds a process) and a program that compiles in a
+# fraction of the MLP's time.
+SURFACE = ["model=quadratic", "data=none", "init.value=1.0", "probe=off", "trainer.steps=20"]
+SURFACE = [*SURFACE, *FAST]
 
 
 def _user_project(root: Path) -> dict[str, bytes]:
@@ -59,9 +64,9 @@ def test_a_directory_with_user_files_is_refused_and_left_alone(tmp_path, extra):
 
 def test_a_bad_value_into_an_earlier_run_keeps_the_earlier_run(tmp_path):
     earlier = tmp_path / "earlier"
-    assert cli_in_process(f"hydra.run.dir={earlier}", *TINY, cwd=tmp_path).returncode == 0
+    assert cli_in_process(f"hydra.run.dir={earlier}", *SURFACE, cwd=tmp_path).returncode == 0
     before = _snapshot(earlier)
-    result = cli_in_process(f"hydra.run.dir={earlier}", "optimizer.lr=-1", *TINY, cwd=tmp_path)
+    result = cli_in_process(f"hydra.run.dir={earlier}", "optimizer.lr=-1", *SURFACE, cwd=tmp_path)
     assert result.returncode == 2
     assert _snapshot(earlier) == before
 
@@ -86,22 +91,20 @@ def test_a_bad_value_removes_only_what_this_invocation_created(tmp_path):
 def test_a_second_run_into_a_used_directory_is_refused_or_moves_the_first_aside(tmp_path):
     run = tmp_path / "run"
     first = [
-        "model.widths=[8]",
-        "trainer.steps=20",
+        *SURFACE,
         "probe=full",  # every probe file (probes.parquet, spectra.npz) to move aside
         "probe.every=10",
         "probe.lanczos_steps=10",
         "probe.density_steps=10",
         "probe.per_layer=false",  # a Lanczos program per layer to compile, no file of its own
-        *FAST,
     ]
     assert cli_in_process(f"hydra.run.dir={run}", *first, cwd=tmp_path).returncode == 0
     assert (run / "probes.parquet").exists() and (run / "spectra.npz").exists()
     before = _snapshot(run)
-    refused = cli_in_process(f"hydra.run.dir={run}", *TINY, cwd=tmp_path)
+    refused = cli_in_process(f"hydra.run.dir={run}", *SURFACE, cwd=tmp_path)
     assert refused.returncode == 2 and "trainer.overwrite=true" in refused.stderr
     assert _snapshot(run) == before
-    moved = cli_in_process(f"hydra.run.dir={run}", "trainer.overwrite=true", *TINY, cwd=tmp_path)
+    moved = cli_in_process(f"hydra.run.dir={run}", "trainer.overwrite=true", *SURFACE, cwd=tmp_path)
     assert moved.returncode == 0, moved.stderr
     previous = [p for p in run.iterdir() if p.name.startswith("previous-")]
     assert len(previous) == 1
@@ -124,10 +127,12 @@ def test_the_python_api_refuses_a_used_directory(tmp_path):
 # 3. Crash-safe files, signals, resume ------------------------------------------------------
 
 # Long enough that a signal or a kill lands mid-run on a loaded machine (2000 steps take
-# seconds), short enough that the three runs of the kill test stay cheap.
+# seconds), short enough that the three runs of the kill test stay cheap. Minibatches of the
+# teacher's data (made by numpy: the digits would import scikit-learn in every process).
 LONG_STEPS = 2000
 LONG = [
     "model.widths=[8]",
+    "data=teacher",
     f"trainer.steps={LONG_STEPS}",
     "trainer.log_every=10",
     "trainer.chunk=50",
@@ -230,9 +235,9 @@ def test_a_signal_stops_at_a_chunk_boundary_with_a_checkpoint_and_resumes(tmp_pa
 
 def test_resume_refuses_a_different_config_naming_the_keys(tmp_path):
     run = tmp_path / "run"
-    assert cli_in_process(f"hydra.run.dir={run}", *TINY, cwd=tmp_path).returncode == 0
+    assert cli_in_process(f"hydra.run.dir={run}", *SURFACE, cwd=tmp_path).returncode == 0
     result = cli_in_process(
-        f"hydra.run.dir={run}", *TINY, "optimizer.lr=0.5", "trainer.resume=true", cwd=tmp_path
+        f"hydra.run.dir={run}", *SURFACE, "optimizer.lr=0.5", "trainer.resume=true", cwd=tmp_path
     )
     assert result.returncode == 2
     _one_error_line(result, "error: trainer.resume=True is not allowed: the stored run's config")
@@ -258,7 +263,7 @@ def test_a_sweep_with_one_bad_value_completes_the_others(tmp_path, launcher):
     extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
     run = cli if launcher == "joblib" else cli_in_process  # joblib: worker processes
     result = run(
-        "-m", "optimizer.lr=0.1,-1,0.01", f"hydra.sweep.dir={sweep}", *extra, *TINY, cwd=tmp_path
+        "-m", "optimizer.lr=0.1,-1,0.01", f"hydra.sweep.dir={sweep}", *extra, *SURFACE, cwd=tmp_path
     )
     assert result.returncode == 1, result.stderr
     table = sweep_table(sweep)
@@ -274,7 +279,7 @@ def test_a_sweep_with_one_bad_value_completes_the_others(tmp_path, launcher):
 
 def test_load_sweep_names_a_damaged_file_and_goes_on(tmp_path):
     for name in ("0", "1"):
-        run_overrides(tmp_path / "sweep", TINY, name=name)
+        run_overrides(tmp_path / "sweep", SURFACE, name=name)
     (tmp_path / "sweep" / "1" / "metrics.parquet").write_bytes(b"not parquet")
     with pytest.warns(UserWarning, match="metrics.parquet"):
         frame = load_sweep(tmp_path / "sweep")
@@ -377,7 +382,7 @@ def test_gd_at_a_huge_step_with_cross_entropy_is_diverged(tmp_path):
 
 def test_diagnose_checks_thresholds_and_writes_beside_the_run(tmp_path):
     run = tmp_path / "run"
-    assert cli_in_process(f"hydra.run.dir={run}", *TINY, cwd=tmp_path).returncode == 0
+    assert cli_in_process(f"hydra.run.dir={run}", *SURFACE, cwd=tmp_path).returncode == 0
     before = _snapshot(run)
     bad = cli_in_process("diagnose", str(run), "detect.grad_tol=-5", cwd=tmp_path)
     assert bad.returncode == 2
@@ -404,7 +409,7 @@ def test_a_bad_threshold_is_refused_before_training(tmp_path):
 def test_exit_codes_follow_the_table(tmp_path):
     # the console script's own exit status, for a Hydra composition error and a completed run
     assert cli("optimizer=foo", *TINY, cwd=tmp_path).returncode == 2
-    assert cli(*TINY, cwd=tmp_path).returncode == 0
+    assert cli(*SURFACE, cwd=tmp_path).returncode == 0
     assert cli_in_process("optimizer.lr=abc", *TINY, cwd=tmp_path).returncode == 2
     assert cli_in_process("optimizer.lr=-1", *TINY, cwd=tmp_path).returncode == 2
 
@@ -421,7 +426,7 @@ def test_an_exception_in_a_run_exits_1_and_records_failed(tmp_path, monkeypatch)
         if name.startswith("lossbench") and hasattr(module, "metric_rows"):
             monkeypatch.setattr(module, "metric_rows", boom)
     run = tmp_path / "run"
-    result = cli_in_process(f"hydra.run.dir={run}", *TINY, cwd=tmp_path)
+    result = cli_in_process(f"hydra.run.dir={run}", *SURFACE, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     _one_error_line(result, "error: RuntimeError: boom at chunk")
     summary = load_summary(run)
@@ -438,7 +443,7 @@ def test_step_counts_off_the_grid_train_and_log(tmp_path, schedule, steps):
     summary, run = run_overrides(
         tmp_path,
         [
-            "model.widths=[8]",
+            *SURFACE[:3],  # the step grid does not depend on the model
             f"trainer.steps={steps}",
             "trainer.log_every=10",
             "trainer.chunk=30",

@@ -236,7 +236,11 @@ def test_submitit_local_sweep_requeues_a_signalled_job_and_resumes_it(tmp_path):
     args = [
         "-m",
         "optimizer.lr=0.1,0.01",
-        "model.widths=[8]",
+        # a two-parameter bowl: each job's process loads no data set and compiles a small
+        # program; its 40 chunks still take far longer than the poll below (0.05 s)
+        "model=quadratic",
+        "data=none",
+        "init.value=1.0",
         "probe=off",
         f"trainer.steps={steps}",
         "trainer.log_every=100",
