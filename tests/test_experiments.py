@@ -134,9 +134,14 @@ def test_preconditioned_sharpness_matches_dense(tmp_path):
 
         opt = optax.adam(1e-2, b1=eos.BETA1, b2=eos.BETA2, eps=eos.EPS)
         state = opt.init(params)
-        for _ in range(3):
+
+        @jax.jit  # compiled, as in the script (op by op, the float64 ops compiled one by one)
+        def step(params, state):
             updates, state = opt.update(jax.grad(loss_fn)(params), state, params)
-            params = optax.apply_updates(params, updates)
+            return optax.apply_updates(params, updates), state, updates
+
+        for _ in range(3):
+            params, state, updates = step(params, state)
         adam_state = state[0]
         p = eos.preconditioner(adam_state)
         m_hat = jax.tree.map(lambda m: m / (1 - eos.BETA1**3), adam_state.mu)
@@ -144,12 +149,15 @@ def test_preconditioned_sharpness_matches_dense(tmp_path):
         np.testing.assert_allclose(ravel_pytree(updates)[0], ravel_pytree(expected)[0], rtol=1e-10)
 
         flat, unravel = ravel_pytree(params)
-        hessian = jax.hessian(lambda f: loss_fn(unravel(f)))(flat)
+        hessian = jax.jit(jax.hessian(lambda f: loss_fn(unravel(f))))(flat)
         dense = np.linalg.eigvals(np.diag(1 / np.asarray(ravel_pytree(p)[0])) @ hessian)
         assert np.max(np.abs(dense.imag)) < 1e-6 * np.max(np.abs(dense))
-        lanczos = eos.preconditioned_sharpness(
-            loss_fn, params, p, key=jax.random.key(1), lanczos_steps=16
+        sharpness = jax.jit(  # compiled, as the script's Adam chunk calls it
+            lambda params, p, key: eos.preconditioned_sharpness(
+                loss_fn, params, p, key=key, lanczos_steps=16
+            )
         )
+        lanczos = sharpness(params, p, jax.random.key(1))
         np.testing.assert_allclose(float(lanczos), np.max(dense.real), rtol=1e-8)
         assert np.max(dense.real) > 2 * np.max(np.linalg.eigvalsh(hessian))  # P matters here
 

@@ -201,3 +201,20 @@ def test_plot_command_rejects_what_is_not_a_run(tmp_path, capsys):
         assert capsys.readouterr().err.strip() == "usage: lossbench plot RUN_DIR"
     assert plot_main([str(tmp_path / "missing")]) == 2
     assert "missing is not a run directory" in capsys.readouterr().err
+
+
+def test_plot_run_and_surface_path_from_files(runs):
+    """The panels hold the files' columns, and `lossbench plot RUN_DIR` writes the run's
+    figure, its density and its path (for a surface) into the run directory."""
+    run_dir = runs["surface"]
+    metrics, probes, _ = _tables(run_dir)
+    loss_axis, grad_axis, curvature_axis = plot_run(run_dir).axes
+    np.testing.assert_allclose(grad_axis.lines[0].get_ydata(), metrics.grad_norm)
+    np.testing.assert_allclose(curvature_axis.lines[1].get_ydata(), probes.lambda_min)
+    assert any("strict saddle" in t for t in _legend(loss_axis))
+    path = plot_surface_path(run_dir).axes[0].lines[0]
+    np.testing.assert_allclose(path.get_xdata(), metrics.x_0)
+    result = cli_in_process("plot", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    for name in ("run.png", "density.png", "path.png"):
+        assert (run_dir / name).stat().st_size > 10_000

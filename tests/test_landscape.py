@@ -387,7 +387,7 @@ def test_landscape_command_on_a_saved_run(saved_run, capsys):
     eigen = _load(run_dir, "eigen")
     context = run_context(run_dir)  # ground truth: the dense Hessian at the final point
     flat, unravel = ravel_pytree(final_params(run_dir, context.problem, 0))
-    dense = jax.hessian(lambda v: context.loss_fn(unravel(v), context.data))(flat)
+    dense = jax.jit(jax.hessian(lambda v: context.loss_fn(unravel(v), context.data)))(flat)
     exact = np.linalg.eigvalsh(np.asarray(dense, np.float64))
     assert eigen["eigenvalues"][0] == pytest.approx(exact[-1], rel=1e-3)
     assert eigen["eigenvalues"][1] == pytest.approx(exact[0], abs=1e-2 * exact[-1])
