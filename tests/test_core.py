@@ -39,11 +39,14 @@ def option_configs():
     """Every init and every optimizer, each composed once (test_registry checks each option's
     keys); the product swaps them into each model's composed config. None of them selects an
     option of another group, so the swap is what composing `model=M init=I` would give."""
-    with hydra_session() as compose:
-        inits = {name: compose([f"init={name}"]).init for name in NETWORK_INITS}
-        optimizers = {
-            name: compose([f"optimizer={name}"]).optimizer for name in options("optimizer")
-        }
+    names = {"init": NETWORK_INITS, "optimizer": options("optimizer")}
+    inits, optimizers = {}, {}
+    with hydra_session() as compose:  # an init and an optimizer per composition: half the calls
+        for i in range(max(map(len, names.values()))):
+            chosen = {group: among[i % len(among)] for group, among in names.items()}
+            cfg = compose([f"{group}={name}" for group, name in chosen.items()])
+            inits[chosen["init"]], optimizers[chosen["optimizer"]] = cfg.init, cfg.optimizer
+    assert list(inits) == names["init"] and sorted(optimizers) == sorted(names["optimizer"])
     for group, chosen in (("init", inits), ("optimizer", optimizers)):
         assert not any(implied(group, registries()[group][name]) for name in chosen), group
     return inits, optimizers
@@ -56,12 +59,15 @@ TRAINED_WITH_EVERY_OPTIMIZER = "mlp"  # the cheapest network to compile
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("core_product")  # the options composed once
 @pytest.mark.parametrize("model", NETWORK_MODELS)
 def test_every_model_init_optimizer_builds_and_a_few_train(model, option_configs):
     """The full product, cheaply. Every init's weights are drawn and checked. Every optimizer's
     compiled chunk is traced with `jax.eval_shape` (state and records keep their shapes and
     dtypes; nothing compiles). A few cells train 4 steps, all inits at once (one row each):
-    sgd on every model, every optimizer on the MLP; each row's figures are finite."""
+    sgd on every model, every optimizer on the MLP; each row's figures are finite. Minibatches
+    of 8 and no held-out evaluation (its records are not read here): running the trained
+    CNN cell took ~3 CPU-s at batch 64 and is nearly free at 8."""
     import jax
 
     from lossbench.train import TrainState, make_train
@@ -72,7 +78,8 @@ def test_every_model_init_optimizer_builds_and_a_few_train(model, option_configs
             f"model={model}",
             "probe=off",
             "trainer.log_every=2",
-            "trainer.batch_size=64",
+            "trainer.batch_size=8",
+            "trainer.eval=false",
             *(["model.widths=[16]"] if model == "mlp" else []),  # only the MLP has widths
         ]
     )
@@ -152,13 +159,25 @@ def test_the_runner_trains_every_model(tmp_path):
         assert np.isfinite(summary["final_loss"])
 
 
-@pytest.mark.slow
-def test_same_seed_gives_identical_metrics(tmp_path):
+@pytest.fixture(scope="module")
+def seeded_runs(tmp_path_factory):
+    """Runs of one config, shared by the two tests below (one program: the seeds-2 run is a
+    second one): seed 3 twice, seed 4, and seeds 3 and 4 together (`trainer.seeds=2`)."""
+    tmp_path = tmp_path_factory.mktemp("seeds")
     overrides = ["probe=off", "trainer.steps=40", "trainer.batch_size=32", *ONE_SEGMENT]
-    overrides.append("trainer.seed=3")
-    _, first = run_overrides(tmp_path, overrides, "a")
-    _, second = run_overrides(tmp_path, overrides, "b")
-    _, other = run_overrides(tmp_path, [*overrides[:-1], "trainer.seed=4"], "c")
+    runs = {
+        "a": [*overrides, "trainer.seed=3"],
+        "b": [*overrides, "trainer.seed=3"],
+        "c": [*overrides, "trainer.seed=4"],
+        "both": [*overrides, "trainer.seed=3", "trainer.seeds=2"],
+    }
+    return {name: run_overrides(tmp_path, run, name)[1] for name, run in runs.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("core_seeds")
+def test_same_seed_gives_identical_metrics(seeded_runs):
+    first, second, other = (seeded_runs[name] for name in ("a", "b", "c"))
     a, b, c = (pd.read_parquet(d / "metrics.parquet") for d in (first, second, other))
     pd.testing.assert_frame_equal(a, b)
     assert (first / "metrics.parquet").read_bytes() == (second / "metrics.parquet").read_bytes()
@@ -191,16 +210,14 @@ def test_training_lowers_the_loss(tmp_path, data, extra, drop):
     assert summary["final_test_loss"] < metrics.test_loss.iloc[0]
 
 
-def test_seeds_are_vmapped_and_match_single_runs(tmp_path):
-    base = ["probe=off", "trainer.steps=20", "trainer.batch_size=32", "model.widths=[16]"]
-    base += ONE_SEGMENT
-    _, together = run_overrides(tmp_path, [*base, "trainer.seed=5", "trainer.seeds=2"], "both")
-    _, alone = run_overrides(tmp_path, [*base, "trainer.seed=6"], "alone")
-    both = pd.read_parquet(together / "metrics.parquet")
-    single = pd.read_parquet(alone / "metrics.parquet")
-    assert sorted(both.seed.unique()) == [5, 6]
+@pytest.mark.slow  # as the test sharing its runs: kept next to it (the suite runs slow ones first)
+@pytest.mark.xdist_group("core_seeds")
+def test_seeds_are_vmapped_and_match_single_runs(seeded_runs):
+    both = pd.read_parquet(seeded_runs["both"] / "metrics.parquet")
+    single = pd.read_parquet(seeded_runs["c"] / "metrics.parquet")  # seed 4 alone
+    assert sorted(both.seed.unique()) == [3, 4]
     np.testing.assert_allclose(
-        both[both.seed == 6].loss.values, single.loss.values, rtol=1e-5, atol=1e-6
+        both[both.seed == 4].loss.values, single.loss.values, rtol=1e-5, atol=1e-6
     )
 
 
