@@ -55,9 +55,13 @@ SHORT = [
 
 
 def test_every_trainable_loss_has_a_config():
-    with hydra_session() as compose:
-        for name in TRAINABLE:
-            assert compose([f"loss={name}"]).loss.name == name
+    """`loss=<name>` composes to that loss, with its own keys, for every trainable loss: the
+    loss cases of test_registry.py::test_every_option_composes_with_only_its_own_keys (every
+    trainable option of every group), so not composed a second time here."""
+    from test_registry import OPTIONS
+
+    missing = sorted({("loss", name) for name in TRAINABLE} - set(OPTIONS))
+    assert not missing, f"losses test_registry does not compose: {missing}"
     assert compose_config(["loss=cosine"]).loss.margin == 0.0  # cosine needs margin < 1
 
 
@@ -78,8 +82,29 @@ END_TO_END = {
 TRAINED_IN_THE_CHUNK = [name for name in TRAINABLE if name not in END_TO_END.values()]
 
 
+# The presets whose loss is trained end to end: that run starts from the preset (composing to
+# the same config as without it: the setup above overrides every choice and size the preset
+# makes), so it is also the preset's run of test_presets_compose_and_run.
+PRESET_OF = {"triplet": "metric_learning", "ctc": "ctc", "multitask": "multitask"}
+
+
 def _loss_overrides(loss: str) -> list[str]:
-    return [f"loss={loss}", *TAKES_SETUP[losses.LOSSES[loss].properties.takes], *SHORT, *PROBES]
+    preset = [f"experiment={PRESET_OF[loss]}"] if loss in PRESET_OF else []
+    takes = losses.LOSSES[loss].properties.takes
+    return [*preset, f"loss={loss}", *TAKES_SETUP[takes], *SHORT, *PROBES]
+
+
+@pytest.fixture(scope="module")
+def end_to_end(tmp_path_factory):
+    """`loss -> (summary, run_dir)` of the loss's end-to-end run, run once (on first use)."""
+    runs = {}
+
+    def run(loss: str):
+        if loss not in runs:
+            runs[loss] = run_overrides(tmp_path_factory.mktemp(loss), _loss_overrides(loss))
+        return runs[loss]
+
+    return run
 
 
 def test_every_kind_of_output_has_a_loss_trained_end_to_end():
@@ -97,10 +122,12 @@ def _lowers_the_loss(step_losses) -> None:
     assert final < first - 0.05 * abs(first), (first, final)
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("tasks_end_to_end")
 @pytest.mark.parametrize("loss", sorted(END_TO_END.values()))
-def test_a_loss_of_each_kind_trains_with_probes(tmp_path, loss):
+def test_a_loss_of_each_kind_trains_with_probes(end_to_end, loss):
     takes = losses.LOSSES[loss].properties.takes
-    summary, run_dir = run_overrides(tmp_path, _loss_overrides(loss))
+    summary, run_dir = end_to_end(loss)
     assert summary["status"] == "completed"
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
     _lowers_the_loss([*metrics.loss, summary["final_loss"]])
@@ -148,21 +175,31 @@ def _choices(cfg):
     return cfg.data.name, cfg.model.name, cfg.loss.name
 
 
+@pytest.mark.slow  # as the test sharing its runs: kept next to it (the suite runs slow ones first)
+@pytest.mark.xdist_group("tasks_end_to_end")
 @pytest.mark.parametrize("experiment", PRESETS)
-def test_presets_compose_and_run(tmp_path, experiment):
+def test_presets_compose_and_run(tmp_path, end_to_end, experiment):
+    """A preset with an end-to-end loss run (PRESET_OF) is checked on that run (200 steps,
+    logged every 20th and the last); the others run 4 steps, each logged."""
     text = (CONFIGS / "experiment" / f"{experiment}.yaml").read_text()
     assert text.startswith("# @package _global_")
-    overrides = [
-        f"experiment={experiment}",
-        "trainer.steps=4",
-        "trainer.log_every=1",  # the chunk one segment (log_every=2: three, compiled each)
-        "probe=off",
-        "trainer.batch_size=32",
-    ]
-    summary, run_dir = run_overrides(tmp_path, overrides)
+    shared = {preset: loss for loss, preset in PRESET_OF.items()}
+    if experiment in shared:
+        summary, run_dir = end_to_end(shared[experiment])
+        logged = [*range(0, 200, 20), 199]
+    else:
+        overrides = [
+            f"experiment={experiment}",
+            "trainer.steps=4",
+            "trainer.log_every=1",  # the chunk one segment (log_every=2: three, compiled each)
+            "probe=off",
+            "trainer.batch_size=32",
+        ]
+        summary, run_dir = run_overrides(tmp_path, overrides)
+        logged = [0, 1, 2, 3]
     assert summary["status"] == "completed"
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
-    assert list(metrics.step) == [0, 1, 2, 3] and np.isfinite(metrics.loss).all()
+    assert list(metrics.step) == logged and np.isfinite(metrics.loss).all()
     assert np.isfinite(summary["final_test_loss"])
 
 
