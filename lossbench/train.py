@@ -136,21 +136,26 @@ def make_train(
         }
         return state._replace(key=key, probe_vector=vector), record
 
-    def run_segment(carry, length, hyper, train, test):
-        """`length` steps from a log step: held-out evaluation and full records for the
-        first, only the loss (for divergence checks) for the others, written into the
-        chunk's loss buffer at `offset`."""
+    def run_segment(carry, length, hyper, train, test, width: int):
+        """`length` steps (at most `width`) from a log step: held-out evaluation and full
+        records for the first, only the loss (for divergence checks) for the others, written
+        into the chunk's loss buffer at `offset`. The plain steps are a scan of a fixed
+        `width - 1` steps, those past `length` masked (their state and loss discarded): a
+        loop whose trip count is data costs a device-to-host read per step on a GPU."""
         state, losses, offset = carry
         evaluation = held_out(state.params, hyper, test)
         state, record = train_step(state, hyper, train, log=True)
         losses = losses.at[offset].set(record["loss"])
 
-        def unlogged(i, inner):
+        def unlogged(inner, i):
             state, losses = inner
-            state, rest = train_step(state, hyper, train, log=False)
-            return state, losses.at[offset + i].set(rest["loss"])
+            stepped, rest = train_step(state, hyper, train, log=False)
+            live = i < length
+            state = jax.tree_util.tree_map(lambda a, b: jnp.where(live, a, b), stepped, state)
+            at = jnp.where(live, offset + i, losses.shape[0])  # past the end: dropped
+            return (state, losses.at[at].set(rest["loss"], mode="drop")), None
 
-        state, losses = jax.lax.fori_loop(1, length, unlogged, (state, losses))
+        (state, losses), _ = jax.lax.scan(unlogged, (state, losses), jnp.arange(1, width))
         return (state, losses, offset + length), (evaluation, record)
 
     def chunk(state, hyper, train, test, probe_batch, lengths, capacity: int):
@@ -159,12 +164,17 @@ def make_train(
 
         The lengths are an input, so every chunk of a run (its last, shorter ones, and the
         step-0 probe: all lengths 0) runs one program, which traces the logged step and the
-        plain step once each. Returns records with a leading axis per segment (`log`: the
-        step's norms and metrics, `eval`: held-out figures; a skipped segment's are zeros)
-        and `loss`, every step's loss in a buffer of `capacity` steps (the first
-        `sum(lengths)` are the chunk's). `unpack` keeps the chunk's own.
+        plain step once each (a layout fixed in the program traced them once per distinct
+        segment length: a run compiled 1.8x longer). Returns records with a leading axis per
+        segment (`log`: the step's norms and metrics, `eval`: held-out figures; a skipped
+        segment's are zeros) and `loss`, every step's loss in a buffer of `capacity` steps
+        (the first `sum(lengths)` are the chunk's). `unpack` keeps the chunk's own.
         """
-        at = lambda carry, length: run_segment(carry, length, hyper, train, test)  # noqa: E731
+        width = min(log_every, capacity)  # the longest segment
+
+        def at(carry, length):
+            return run_segment(carry, length, hyper, train, test, width)
+
         # the records' shapes, for a skipped segment's zeros
         records = jax.eval_shape(
             lambda s: (held_out(s.params, hyper, test), train_step(s, hyper, train, True)[1]),

@@ -175,9 +175,22 @@ def pytest_collection_modifyitems(config, items):
     """The slow tests first (a stable sort, so the same order on every xdist worker): with
     `-n 2` the long ones start at once and the short ones fill in beside them, instead of one
     long test running alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    slow_groups = {group for item in items if _is_slow(item) for group in _groups(item)}
+    # a test shares its xdist_group's place (one fixture build), slow if any of them is
+    items.sort(key=lambda item: not (_is_slow(item) or slow_groups & _groups(item)))
     if getattr(config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
         _suffix_xdist_groups(items)
+
+
+def _is_slow(item) -> bool:
+    return item.get_closest_marker("slow") is not None
+
+
+def _groups(item) -> set[str]:
+    return {
+        str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+        for mark in item.iter_markers("xdist_group")
+    }
 
 
 def _suffix_xdist_groups(items) -> None:
@@ -192,10 +205,7 @@ def _suffix_xdist_groups(items) -> None:
     except ImportError:  # pytest < 9.2: xdist's own suffix works
         return
     for item in items:
-        names = sorted(
-            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
-            for mark in item.iter_markers("xdist_group")
-        )
+        names = sorted(_groups(item))
         suffix = f"@{'_'.join(dict.fromkeys(names))}"
         if names and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
             item._id = coerce_node_id(item.nodeid + suffix)
