@@ -107,7 +107,7 @@ print(f"trace {float(trace.estimate):.3f} ± {float(trace.sem):.3f} (Hutchinson,
 
 # %%
 flat, unravel = ravel_pytree(params)
-dense = jax.hessian(lambda v: weighted_squared_hinge(unravel(v), *data))(flat)
+dense = jax.jit(jax.hessian(lambda v: weighted_squared_hinge(unravel(v), *data)))(flat)
 exact = np.linalg.eigvalsh(np.asarray(dense))
 print("dense top 3   ", exact[::-1][:3])
 print("dense bottom 2", exact[:2])

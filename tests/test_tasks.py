@@ -432,3 +432,29 @@ def test_task_datasets_shapes_and_balance():
     assert mt.train["ink"].shape == (mt.n_train, 1)
     assert abs(mt.train["ink"].mean()) < 1e-5 and abs(mt.train["ink"].std() - 1) < 1e-4
     np.testing.assert_array_equal(mt.train["odd"], mt.train["y"] % 2)
+
+
+def test_digits_are_read_without_importing_scikit_learn():
+    """`digits_arrays` reads scikit-learn's bundled file itself: the arrays of `load_digits`,
+    and a fresh process that loads digits has not imported scikit-learn."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from lossbench.data.tabular import digits_arrays
+
+    x, y = digits_arrays()
+    bunch = load_digits()
+    np.testing.assert_array_equal(x, bunch.data)
+    np.testing.assert_array_equal(y, bunch.target)
+    code = (
+        "import sys, lossbench\n"
+        "data = lossbench.compose('data=digits').data\n"
+        "from lossbench.data import make_dataset\n"
+        "assert make_dataset(data).train['x'].shape[1] == 64\n"
+        "print('sklearn' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False", done.stdout

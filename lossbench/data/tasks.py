@@ -28,6 +28,7 @@ from lossbench.data.base import (
     positive,
     standardize,
 )
+from lossbench.data.tabular import digits_arrays
 from lossbench.errors import ConfigError
 
 DIGIT_SHAPE = (8, 8, 1)
@@ -45,10 +46,8 @@ FORMS = {
 
 def _digit_split(split: Split, rng):
     """Digits split into train / test: (x, y, raw x) each, x standardized by the train split."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x, y = bunch.data.astype(np.float64), bunch.target.astype(np.int64)
+    x, y = digits_arrays()
+    x, y = x.astype(np.float64), y.astype(np.int64)
     train, test = split.indices(len(x), rng)
     xtr, xte = x[train], x[test]
     if split.standardize:
