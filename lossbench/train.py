@@ -206,11 +206,11 @@ def make_train(
     program = jax.jit(compiled_chunk, static_argnums=5)
 
     def chunk_entry(state, train, test, probe_batch, layout, hyper=None):
-        lengths = segments(layout, log_every)
-        raw = batched_chunk(
-            state, hyper or {}, train, test, probe_batch, jnp.asarray(lengths), sum(lengths)
+        lengths = segments(layout, log_every)  # constants of this program
+        state, out = compiled_chunk(
+            state, train, test, probe_batch, jnp.asarray(lengths), sum(lengths), hyper
         )
-        return raw[0], unpack(raw[1], lengths)
+        return state, unpack(out, lengths)
 
     def probe_entry(state, probe_batch, hyper=None):
         return batched_probe(state, hyper or {}, probe_batch)
