@@ -15,6 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from lossbench import programs
 from lossbench.diagnosis import diagnose_run
 from lossbench.errors import ConfigError
 from lossbench.job import Job, rows_of
@@ -79,10 +80,11 @@ def run(cfg, run_dir: str | Path, *, claimed: bool = False) -> dict:
     t_start = time.perf_counter()
     job = prepare(cfg)
     rows = job.cfg.trainer.seeds
-    trainer = group_trainer(job, rows)
     traced = program_inputs(job)
+    trainer = group_trainer(job, rows, traced)
     if traced and trace_failure([job], trainer, traced, rows) is not None:
-        traced = ()  # the same functions, every value a constant
+        traced = ()  # every value a constant
+        trainer = group_trainer(job, rows, traced)
     return run_group(
         [job],
         [run_dir],
@@ -94,17 +96,23 @@ def run(cfg, run_dir: str | Path, *, claimed: bool = False) -> dict:
     )[0]
 
 
-def group_trainer(job: Prepared, rows: int):
-    """The compiled functions (`lossbench.train.Trainer`) of `job`'s program over `rows` rows;
-    one for all the batches of a fused group, so they compile once (jit caches by function)."""
+def group_trainer(job: Prepared, rows: int, traced: Sequence[str] = ()):
+    """The compiled functions (`lossbench.train.Trainer`) of `job`'s program over `rows` rows,
+    the values of the `traced` paths inputs; one for all the batches of a fused group, so they
+    compile once (jit caches by function), and the same for every later run in this process
+    that builds the same program (`lossbench.programs`)."""
     cfg, problem = job.cfg, job.problem
-    return make_train(
-        problem,
-        cfg.trainer,
-        make_probe_fn(cfg, problem),
-        rows=rows,
-        probe_for=lambda at: make_probe_fn(cfg, at),
-    )
+
+    def build():
+        return make_train(
+            problem,
+            cfg.trainer,
+            make_probe_fn(cfg, problem),
+            rows=rows,
+            probe_for=lambda at: make_probe_fn(cfg, at),
+        )
+
+    return programs.reuse(programs.program_key(job.record, rows, traced), build)
 
 
 def run_group(
@@ -133,7 +141,7 @@ def run_group(
     t = cfg.trainer
     n_rows = sum(j.cfg.trainer.seeds for j in jobs)
     rows = rows or n_rows
-    trainer = trainer or group_trainer(first, rows)
+    trainer = trainer or group_trainer(first, rows, traced)
     row_keys, hyper = row_inputs(jobs, traced, rows)
     if sharding is not None:
         row_keys, hyper = jax.device_put((row_keys, hyper), sharding)

@@ -263,9 +263,9 @@ def test_the_batches_of_a_group_share_one_program(tmp_path, monkeypatch):
     built: list[int] = []
     original = fused.group_trainer
 
-    def counting(job, rows):
+    def counting(job, rows, *traced):
         built.append(rows)
-        return original(job, rows)
+        return original(job, rows, *traced)
 
     monkeypatch.setattr(fused, "group_trainer", counting)
     jobs = [["optimizer.lr=0.02"], ["optimizer.lr=0.05"], ["optimizer.lr=0.03"]]

@@ -145,7 +145,7 @@ def run_fused(
     reasons: dict[int, str | None] = {}
     for batch in batches(valid, max_batch, n_devices):
         if batch.rows and batch.group not in trainers:
-            trainers[batch.group] = group_trainer(valid[batch.jobs[0]], batch.rows)
+            trainers[batch.group] = group_trainer(valid[batch.jobs[0]], batch.rows, batch.traced)
             reasons[batch.group] = check_traceable(valid, batch, trainers[batch.group])
         reason = reasons.get(batch.group) if batch.rows else None
         if reason is None:
