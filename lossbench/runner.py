@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from lossbench import programs
+from lossbench.compile_cache import cache_by_default
 from lossbench.diagnosis import diagnose_run
 from lossbench.errors import ConfigError
 from lossbench.job import Job, rows_of
@@ -136,6 +137,7 @@ def run_group(
     batches of a sweep, a multiple of the devices); `sharding` places it on devices.
     """
     t_start = time.perf_counter() if t_start is None else t_start
+    cache_by_default()  # a notebook's runs too: its next session loads what this one compiled
     first = jobs[0]
     cfg, problem, length = first.cfg, first.problem, first.length
     t = cfg.trainer
@@ -332,16 +334,18 @@ def _timing(done, t_train, first_chunk_s, t_start) -> dict:
 def _final_figures(job: Job, trainer, train, test, hyper) -> dict:
     """The final evaluation of a job's rows on the training and the held-out data."""
     params = job.final_state.params
-    values = {}
-    for prefix, data in (("final_", train), ("final_test_", test)):
-        if data:
-            values[prefix] = {
-                k: np.asarray(v) for k, v in trainer.evaluate(params, data, hyper).items()
-            }
+    named = [(p, data) for p, data in (("final_", train), ("final_test_", test)) if data]
+    if not train:  # a model that is its own loss (a surface): its value where the run ended
+        named.append(("surface", {}))
+    figures = trainer.evaluate(params, tuple(data for _, data in named), hyper)  # one program
+    values = {
+        prefix: {k: np.asarray(v) for k, v in out.items()}
+        for (prefix, _), out in zip(named, figures, strict=True)
+    }
     surface = None
-    if not train:  # a model that is its own loss (a surface): where the run ended
+    if not train:
         n = len(job.seed_ids)
         leaves = jax.tree_util.tree_leaves(params)
         point = np.concatenate([np.asarray(v).reshape(n, -1) for v in leaves], 1)
-        surface = (point, np.asarray(trainer.evaluate(params, {}, hyper)["loss"]))
+        surface = (point, values.pop("surface")["loss"])
     return job.final_figures(values, surface)

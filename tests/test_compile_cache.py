@@ -60,3 +60,31 @@ def test_a_second_process_loads_the_first_ones_programs(tmp_path):
     assert second["hits"] >= 1
     off = run_script({"LOSSBENCH_CACHE_DIR": str(cache), "LOSSBENCH_NO_CACHE": "1"})
     assert off == {"directory": None, "hits": 0}
+
+
+RUN = """
+import sys
+import lossbench
+
+quick = ["model=quadratic", "data=none", "probe=off", "trainer.steps=4", "trainer.progress=false"]
+lossbench.run(lossbench.compose(*quick), sys.argv[1])
+"""
+
+
+def test_a_library_run_uses_the_cache_by_default(tmp_path):
+    """`lossbench.run` from a notebook or script, not only the command line, writes the
+    compiled programs to the cache (so a notebook's next session loads them)."""
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOSSBENCH_")}
+    env["LOSSBENCH_CACHE_DIR"] = str(cache)
+    done = subprocess.run(
+        [sys.executable, "-c", RUN, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = [p.name for p in cache.iterdir()] if cache.exists() else []
+    assert any(name.startswith("jit_compiled_chunk") for name in written), written
