@@ -16,8 +16,8 @@ Here the functions are kept for the configs that build the same program, keyed o
 - `jax_enable_x64`.
 
 Not seen: a builder whose behaviour changes through a global it reads at build time. Call
-`clear()` after changing one. At most `KEPT` entries are held (each holds its problem's
-data); the least recently used goes first.
+`clear()` after changing one. Each entry holds its problem's data: at most `KEPT` entries and
+`KEPT_BYTES` of data are held, the least recently used going first.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from lossbench.registry import locate
 from lossbench.rundir import RESUME_FREE_KEYS
 
 KEPT = 8
+KEPT_BYTES = 1 << 30  # the data the kept entries hold, at most
 ROW_KEYS = ("trainer.seed", "trainer.seeds")  # rows of the program, not part of it
-_kept: OrderedDict[tuple, object] = OrderedDict()
+_kept: OrderedDict[tuple, tuple[object, int]] = OrderedDict()  # key -> (functions, data bytes)
 
 
 def _registries():
@@ -70,14 +71,16 @@ def program_key(record: dict, rows: int, traced: Sequence[str]) -> tuple:
     return config, rows, tuple(traced), targets, builders, bool(jax.config.jax_enable_x64)
 
 
-def reuse(key: tuple, build: Callable[[], object]):
-    """The functions kept under `key`, else `build()`'s, kept from now on."""
+def reuse(key: tuple, build: Callable[[], object], data_bytes: int = 0):
+    """The functions kept under `key`, else `build()`'s, kept from now on (with the
+    `data_bytes` they hold, unless that alone is over `KEPT_BYTES`)."""
     if key in _kept:
         _kept.move_to_end(key)
-        return _kept[key]
+        return _kept[key][0]
     made = build()
-    _kept[key] = made
-    while len(_kept) > KEPT:
+    if data_bytes <= KEPT_BYTES:
+        _kept[key] = (made, data_bytes)
+    while len(_kept) > KEPT or sum(size for _, size in _kept.values()) > KEPT_BYTES:
         _kept.popitem(last=False)
     return made
 

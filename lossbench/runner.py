@@ -113,7 +113,9 @@ def group_trainer(job: Prepared, rows: int, traced: Sequence[str] = ()):
             probe_for=lambda at: make_probe_fn(cfg, at),
         )
 
-    return programs.reuse(programs.program_key(job.record, rows, traced), build)
+    data = jax.tree_util.tree_leaves((problem.data.train, problem.data.test))
+    size = sum(getattr(leaf, "nbytes", 0) for leaf in data)
+    return programs.reuse(programs.program_key(job.record, rows, traced), build, size)
 
 
 def run_group(

@@ -89,3 +89,25 @@ def test_new_code_under_a_registered_name_builds_a_new_program(tmp_path, reregis
     assert traced_again == 1, "the redefined model ran the old program"
     np.testing.assert_allclose(first.loss.iloc[0], 1.0, rtol=1e-6)
     np.testing.assert_allclose(second.loss.iloc[0], 3.0, rtol=1e-6)
+
+
+def test_the_kept_functions_are_bounded_in_number_and_data(monkeypatch):
+    monkeypatch.setattr(programs, "_kept", programs.OrderedDict())
+    monkeypatch.setattr(programs, "KEPT", 2)
+    monkeypatch.setattr(programs, "KEPT_BYTES", 100)
+    built = []
+
+    def get(key, size=0):
+        return programs.reuse(key, lambda: built.append(key) or key, size)
+
+    get("a"), get("b"), get("a"), get("c")  # "b", least recently used, goes
+    assert built == ["a", "b", "c"]
+    get("a")
+    get("b")
+    assert built == ["a", "b", "c", "b"]
+    get("big", 101)  # over the data budget alone: built, not kept
+    get("big", 101)
+    assert built[-2:] == ["big", "big"]
+    get("d", 60), get("e", 60)  # together over the budget: "d" goes
+    get("d", 60)
+    assert built[-3:] == ["d", "e", "d"]
