@@ -112,19 +112,35 @@ SHARPNESS_RUN = [
 ]
 
 
+@pytest.fixture(scope="module")
+def sharpness_trainer():
+    """The problem, probe config, compiled trainer and jitted dense Hessian of SHARPNESS_RUN,
+    built once for every seed (the seed picks only the rows' keys and the probe batch)."""
+    cfg = freeze(compose_config(SHARPNESS_RUN))
+    problem = build_problem(cfg)
+    probe_cfg = fit_probe(cfg.probe, problem)
+    trainer = make_train(problem, cfg.trainer, make_probe(probe_cfg, problem.loss))
+    flat, unravel = jax.flatten_util.ravel_pytree(problem.init_params(jax.random.key(0)))
+    dense = jax.jit(jax.hessian(lambda f, batch: problem.loss(unravel(f), batch)))
+    return problem, probe_cfg, trainer, dense, flat.shape[0]
+
+
 @pytest.mark.slow
+@pytest.mark.xdist_group("sharpness_trainer")  # the seeds on one worker: one trainer built
 @pytest.mark.parametrize("seed", [0, 1])
-def test_the_ritz_tolerance_rule_in_the_loop_matches_dense_lambda_max_at_every_probe(seed):
+def test_the_ritz_tolerance_rule_in_the_loop_matches_dense_lambda_max_at_every_probe(
+    seed, sharpness_trainer
+):
     """The sharpness probe with `probe.ritz_tolerance=1e-4` and `probe.cold_start=gradient`,
     as a run computes it (a probe at step 0 from the gradient, then one after every 25 Adam
     steps, warm-started, each stopping on the top Ritz pair's error estimate; 3e-4 misses
     1e-3 at seed 1, where the top gap is 5%): λmax equals `eigvalsh` of the dense Hessian to 1e-3 at
     every probe, and the warm probes stop well before the step budget."""
+    problem, probe_cfg, trainer, dense, n_params = sharpness_trainer
     cfg = freeze(compose_config([*SHARPNESS_RUN, f"trainer.seed={seed}"]))
-    problem = build_problem(cfg)
-    probe_cfg = fit_probe(cfg.probe, problem)
+    for name, array in build_problem(cfg).data.train.items():  # the seed's data: the same
+        np.testing.assert_array_equal(array, problem.data.train[name], err_msg=name)
     assert probe_cfg.ritz_tolerance == 1e-4 and probe_cfg.lanczos_steps == 30
-    trainer = make_train(problem, cfg.trainer, make_probe(probe_cfg, problem.loss))
     train, test = problem.data.train, problem.data.test
     batch = probe_batch(cfg, problem)
     state, record = trainer.probe(trainer.init(seed_keys(seed, 1)), batch)
@@ -133,16 +149,12 @@ def test_the_ritz_tolerance_rule_in_the_loop_matches_dense_lambda_max_at_every_p
         state, out = trainer.chunk(state, train, test, batch, probe_cfg.every)
         probes.append((state.params, out["probe"]))
 
-    flat, unravel = jax.flatten_util.ravel_pytree(
-        jax.tree_util.tree_map(lambda a: a[0], state.params)
-    )
-    dense = jax.jit(jax.hessian(lambda f: problem.loss(unravel(f), batch)))
     steps = []
     for index, (params, record) in enumerate(probes):
         flat = jax.flatten_util.ravel_pytree(jax.tree_util.tree_map(lambda a: a[0], params))[0]
-        top = np.linalg.eigvalsh(np.asarray(dense(flat), np.float64))[-1]
+        top = np.linalg.eigvalsh(np.asarray(dense(flat, batch), np.float64))[-1]
         found = float(record["lambda_max"][0])
         assert abs(found - top) <= 1e-3 * abs(top), (index, found, top)
         steps.append(int(record["lanczos_steps_run"][0]))
-    assert flat.shape[0] > probe_cfg.lanczos_steps  # Lanczos cannot simply exhaust the space
+    assert n_params > probe_cfg.lanczos_steps  # Lanczos cannot simply exhaust the space
     assert max(steps[1:]) < probe_cfg.lanczos_steps and np.mean(steps[1:]) < steps[0], steps
