@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -139,31 +140,31 @@ def test_every_model_init_optimizer_builds_and_a_few_train(model, option_configs
 
 
 @pytest.mark.slow
-def test_the_runner_trains_every_model(tmp_path):
+@pytest.mark.xdist_group("core_seeds")  # the MLP's run is the seed tests' first (seeded_runs)
+def test_the_runner_trains_every_model(tmp_path, seeded_runs):
+    runs = {"mlp": (seeded_runs["a"], 40)}  # the default model, 40 steps through the runner
     for model in NETWORK_MODELS:
-        summary, run_dir = run_overrides(
-            tmp_path,
-            [
-                f"model={model}",
-                "probe=off",
-                "trainer.steps=6",
-                *ONE_SEGMENT,
-                "trainer.chunk=6",
-                "trainer.batch_size=64",
-            ],
-            model,
-        )
-        assert summary["status"] == "completed"
+        if model not in runs:
+            overrides = [f"model={model}", "probe=off", "trainer.steps=6", *ONE_SEGMENT]
+            overrides += ["trainer.chunk=6", "trainer.batch_size=64"]
+            runs[model] = (run_overrides(tmp_path, overrides, model)[1], 6)
+    assert sorted(runs) == sorted(NETWORK_MODELS)
+    for model, (run_dir, steps) in runs.items():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "completed", model
+        assert summary["config"]["model"]["name"] == model
         metrics = pd.read_parquet(run_dir / "metrics.parquet")
-        assert list(metrics.step) == [0, 1, 2, 3, 4, 5]
-        assert np.isfinite(metrics[["loss", "grad_norm", "param_norm", "update_norm"]].values).all()
-        assert np.isfinite(summary["final_loss"])
+        assert list(metrics.step) == list(range(steps)), model
+        columns = metrics[["loss", "grad_norm", "param_norm", "update_norm"]].values
+        assert np.isfinite(columns).all(), model
+        assert np.isfinite(summary["final_loss"]), model
 
 
 @pytest.fixture(scope="module")
 def seeded_runs(tmp_path_factory):
-    """Runs of one config, shared by the two tests below (one program: the seeds-2 run is a
-    second one): seed 3 twice, seed 4, and seeds 3 and 4 together (`trainer.seeds=2`)."""
+    """Runs of one config, shared by the seed tests (one program: the seeds-2 run is a second
+    one): seed 3 twice, seed 4, and seeds 3 and 4 together (`trainer.seeds=2`). The first is
+    test_the_runner_trains_every_model's MLP run (40 steps: the step list it checks)."""
     tmp_path = tmp_path_factory.mktemp("seeds")
     overrides = ["probe=off", "trainer.steps=40", "trainer.batch_size=32", *ONE_SEGMENT]
     runs = {
