@@ -116,19 +116,19 @@ def test_gd_on_the_abs_valley_ends_in_oscillation(tmp_path):
     assert abs(summary["final_point"][0][0]) <= 0.1
 
 
+# GD on the bowl 2x^2 + y^2 (curvature 4) for 100 steps: the runs below differ only in the
+# learning rate, an input of the program, so on one xdist worker they share one compiled program.
+QUADRATIC = ["model.a=4.0", "trainer.steps=100", "trainer.log_every=1", "probe.every=5"]
+QUADRATIC_GROUP = pytest.mark.xdist_group("regimes_quadratic")
+
+
+@QUADRATIC_GROUP
 @pytest.mark.parametrize(("factor", "flagged"), [(0.95, True), (0.5, False)])
 def test_edge_of_stability_on_a_quadratic(tmp_path, factor, flagged):
     curvature = 4.0
     lr = factor * 2 / curvature
     summary, probes, _ = surface_run(
-        tmp_path,
-        "quadratic",
-        (1.0, 1.0),
-        f"model.a={curvature}",
-        f"optimizer.lr={lr}",
-        "trainer.steps=100",
-        "trainer.log_every=1",
-        "probe.every=5",
+        tmp_path, "quadratic", (1.0, 1.0), *QUADRATIC, f"optimizer.lr={lr}"
     )
     assert summary["status"] == "completed"
     assert summary["final_loss"] < 1e-3
@@ -138,21 +138,16 @@ def test_edge_of_stability_on_a_quadratic(tmp_path, factor, flagged):
     assert (summary["events"]["edge_of_stability"] > 0) == flagged
 
 
+@QUADRATIC_GROUP
 def test_divergence_is_a_result_with_files_complete_up_to_it(tmp_path):
+    # the loss grows 1.2^2 a step: past the blow-up threshold (1e6 x) in ~40 of the 100 steps
     lr = 1.1 * 2 / 4.0
     summary, probes, run_dir = surface_run(
-        tmp_path,
-        "quadratic",
-        (1.0, 1.0),
-        "model.a=4.0",
-        f"optimizer.lr={lr}",
-        "trainer.steps=1000",
-        "trainer.log_every=1",
-        "probe.every=10",
+        tmp_path, "quadratic", (1.0, 1.0), *QUADRATIC, f"optimizer.lr={lr}"
     )
     assert summary["status"] == "diverged"
     step = summary["diverged_at"][0]
-    assert 0 < step < 1000 and summary["steps_completed"] < 1000
+    assert 0 < step < 100 and summary["steps_completed"] < 100
     assert probes.regime.iloc[-1] == "divergence"
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
 
@@ -262,10 +257,11 @@ def test_a_fast_monotone_start_is_descent(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("gd_blow_up")  # one program with test_reliability's huge-step run
 def test_a_blow_up_is_divergence_not_the_edge_of_stability(tmp_path):
-    _, run_dir = run_overrides(
-        tmp_path, ["optimizer=gd", "optimizer.lr=100", "trainer.steps=300", "probe.every=20"]
-    )
+    from test_reliability import GD_BLOW_UP
+
+    _, run_dir = run_overrides(tmp_path, [*GD_BLOW_UP, "optimizer.lr=1000.0"])
     probes = load_run(run_dir, "probes", config=False)
     risen = probes.loss > 2 * probes.loss.iloc[0]
     assert risen.sum() >= 3, probes[["step", "loss"]]

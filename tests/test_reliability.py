@@ -257,12 +257,12 @@ def test_resume_of_a_directory_without_a_run_is_refused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_a_sweep_with_one_bad_value_completes_the_others(tmp_path, launcher):
-    """With joblib, the jobs run in worker processes of the console script: the launcher
-    pickles the task function, which must hold no live JAX objects."""
+    """With joblib, the jobs run in worker processes the launcher starts (from this process:
+    the end-of-sweep exit code is `lossbench.cli.main`'s, in-process or not): it pickles the
+    task function, which must hold no live JAX objects."""
     sweep = tmp_path / "sweep"
     extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
-    run = cli if launcher == "joblib" else cli_in_process  # joblib: worker processes
-    result = run(
+    result = cli_in_process(  # joblib's jobs run in worker processes it starts from this one
         "-m", "optimizer.lr=0.1,-1,0.01", f"hydra.sweep.dir={sweep}", *extra, *SURFACE, cwd=tmp_path
     )
     assert result.returncode == 1, result.stderr
@@ -360,21 +360,24 @@ def test_a_loss_that_ends_far_above_its_start_is_diverged():
     assert divergence.step.tolist() == [-1, int(np.argmax(grows > 3 * 2.45))]
 
 
+# Full-batch GD at a huge step on the digits MLP: this run and test_regimes.py's blow-up run
+# differ only in the learning rate (a float, an input of the program): on one xdist worker the
+# second reuses the first's compiled programs (`lossbench.programs`) instead of tracing them.
+GD_BLOW_UP = [
+    "optimizer=gd",
+    "model.widths=[32]",
+    "trainer.batch_size=null",
+    "trainer.steps=200",
+    "probe.every=20",
+]
+
+
 @pytest.mark.slow
+@pytest.mark.xdist_group("gd_blow_up")
 def test_gd_at_a_huge_step_with_cross_entropy_is_diverged(tmp_path):
     """Tanh saturates, so cross-entropy never overflows: the loss jumps from 2.4 to a few
     hundred and stays there. That is divergence, though every number is finite."""
-    summary, run = run_overrides(
-        tmp_path,
-        [
-            "optimizer=gd",
-            "optimizer.lr=3000",
-            "model.widths=[32]",
-            "trainer.batch_size=null",
-            "trainer.steps=200",
-            "probe=off",
-        ],
-    )
+    summary, run = run_overrides(tmp_path, [*GD_BLOW_UP, "optimizer.lr=3000.0"])
     losses = load_run(run).loss
     assert np.isfinite(losses).all() and losses.iloc[-1] > 30 * losses.iloc[0]
     assert summary["status"] == "diverged" and summary["diverged_at"] == [1]
