@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from lossbench.curvature.density import spectral_density_of
-from lossbench.curvature.lanczos import block_top_eigenvalues_of, eigenvalues_of
+from lossbench.curvature.eigen import block_top_eigenvalues_of, eigenvalues_of
 from lossbench.curvature.operators import (
     ggn_matvec,
     loss_grad_and_hessian_matvec,
