@@ -211,9 +211,10 @@ def test_presets_pick_among_the_losses_that_fit():
         "label_noise": ("digits", "mlp", "cross_entropy"),
         "regression_outliers": ("teacher", "mlp", "mse"),
     }
+    presets, under_preset = {}, {}  # the configs composed below, read again at the end
     with hydra_session() as compose:
         for experiment, choices in expected.items():
-            cfg = compose([f"experiment={experiment}"])
+            cfg = presets[experiment] = compose([f"experiment={experiment}"])
             assert _choices(cfg) == choices
             assert cfg.probe.name == "spectrum" and cfg.probe.every > 0
             assert compose([f"experiment={experiment}", "probe=off"]).probe.every == 0
@@ -225,15 +226,13 @@ def test_presets_pick_among_the_losses_that_fit():
             ]
             assert len(fitting) >= (4 if data.task in ("classification", "embedding") else 1)
             for loss in fitting:  # every fitting loss builds under the preset
-                problem = build_problem(
-                    freeze(compose([f"experiment={experiment}", f"loss={loss}"]))
-                )
-                assert problem.loss_name == loss
-        assert compose(["experiment=label_noise"]).data.label_noise == 0.4
-        assert compose(["experiment=regression_outliers"]).data.outlier_fraction == 0.1
-        assert compose(["experiment=multitask"]).loss.learned_weights
-        cosine = compose(["experiment=metric_learning", "loss=cosine"])
-        assert cosine.loss.margin == 0.0
+                composed = compose([f"experiment={experiment}", f"loss={loss}"])
+                under_preset[experiment, loss] = composed
+                assert build_problem(freeze(composed)).loss_name == loss
+    assert presets["label_noise"].data.label_noise == 0.4
+    assert presets["regression_outliers"].data.outlier_fraction == 0.1
+    assert presets["multitask"].loss.learned_weights
+    assert under_preset["metric_learning", "cosine"].loss.margin == 0.0
 
 
 @pytest.mark.parametrize(
@@ -351,7 +350,7 @@ def test_learned_multitask_weights_are_parameters():
     """
     cfg = freeze(compose_config(["experiment=multitask", "init.bias=0.5"]))
     problem = build_problem(cfg)
-    params = problem.init_params(jax.random.key(0))
+    params = jax.jit(problem.init_params)(jax.random.key(0))  # one program, not op by op
     assert set(params) == {"model", "loss"}
     np.testing.assert_array_equal(params["loss"]["log_var"], np.zeros(2))  # not init.bias
     biases = [
@@ -362,13 +361,13 @@ def test_learned_multitask_weights_are_parameters():
     assert biases and all(np.all(b == 0.5) for b in biases)
     n_model = sum(np.size(a) for a in jax.tree_util.tree_leaves(params["model"]))
     assert problem.param_count == n_model + 2
-    grads = jax.grad(problem.loss)(params, problem.data.train)
+    grads = jax.jit(jax.grad(problem.loss))(params, problem.data.train)
     assert np.all(np.asarray(grads["loss"]["log_var"]) != 0)
     # fixed weights: the network's parameters alone
     fixed = build_problem(
         freeze(compose_config(["experiment=multitask", "loss.learned_weights=false"]))
     )
-    assert "loss" not in fixed.init_params(jax.random.key(0))
+    assert "loss" not in jax.eval_shape(fixed.init_params, jax.random.key(0))
 
 
 def test_multitask_heads_follow_the_tasks(tmp_path):
@@ -380,21 +379,22 @@ def test_multitask_heads_follow_the_tasks(tmp_path):
         ]
     )
     problem = build_problem(freeze(cfg))
-    params = problem.init_params(jax.random.key(0))
+    params = jax.jit(problem.init_params)(jax.random.key(0))  # one program, not op by op
     batch = {k: v[:8] for k, v in problem.data.train.items()}
-    outputs = problem.predict(params, batch)
+    outputs = jax.eval_shape(problem.predict, params, batch)
     assert {k: v.shape for k, v in outputs["heads"].items()} == {
         "logits": (8, 10),
         "values": (8, 1),
         "score": (8, 1),
     }
-    metrics = problem.metrics(params, batch)
+    metrics = jax.eval_shape(problem.metrics, params, batch)
     assert {"accuracy", "score_accuracy", "log_var_logistic"} <= set(metrics)
 
 
 def test_greedy_decoding_and_label_error_rate():
     from lossbench.tasks.sequence import edit_distance, greedy_decode
 
+    greedy_decode, edit_distance = jax.jit(greedy_decode), jax.jit(edit_distance)  # not op by op
     frames = np.array([[0, 2, 2, 0, 2, 3, 3, 0], [1, 1, 1, 1, 0, 0, 0, 0]])
     logits = np.eye(4)[frames] * 5.0
     decoded, lengths = greedy_decode(logits)
