@@ -144,7 +144,7 @@ def noise_rows(model, loss, noise, steps, seeds, lr, log_every) -> list[dict]:
         jax.vmap(lambda s, tr, te: trainer.chunk(s, tr, te, None, steps), in_axes=(0, 0, None))
     )
     state, out = run_all(state, train, problem.data.test)
-    final = jax.vmap(trainer.evaluate, in_axes=(0, None))(state.params, problem.data.test)
+    (final,) = jax.vmap(trainer.evaluate, in_axes=(0, None))(state.params, (problem.data.test,))
     curves = np.concatenate(
         [np.asarray(out["eval"]["test_accuracy"]), np.asarray(final["accuracy"])[..., None]],
         axis=-1,
