@@ -257,12 +257,14 @@ def test_resume_of_a_directory_without_a_run_is_refused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_a_sweep_with_one_bad_value_completes_the_others(tmp_path, launcher):
-    """With joblib, the jobs run in worker processes the launcher starts (from this process:
-    the end-of-sweep exit code is `lossbench.cli.main`'s, in-process or not): it pickles the
-    task function, which must hold no live JAX objects."""
+    """With joblib, the jobs run in worker processes of the console script: the launcher
+    pickles the task function, which must hold no live JAX objects. (Not in-process: joblib's
+    launcher run from the test process left the optimizer schemas unstorable for the tests
+    after it on that worker.)"""
     sweep = tmp_path / "sweep"
     extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
-    result = cli_in_process(  # joblib's jobs run in worker processes it starts from this one
+    run = cli if launcher == "joblib" else cli_in_process  # joblib: worker processes
+    result = run(
         "-m", "optimizer.lr=0.1,-1,0.01", f"hydra.sweep.dir={sweep}", *extra, *SURFACE, cwd=tmp_path
     )
     assert result.returncode == 1, result.stderr
