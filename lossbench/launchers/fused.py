@@ -24,9 +24,9 @@ import jax
 import numpy as np
 
 from lossbench.problem import flat_record, traceable
+from lossbench.programs import ROW_KEYS
 from lossbench.runner import Prepared, group_trainer, prepare, run_group, trace_failure
 
-ROW_KEYS = ("trainer.seed", "trainer.seeds")  # rows of the program, not part of it
 HOST_KEYS = ("trainer.progress",)  # the host loop's own; the group uses the first job's
 
 
