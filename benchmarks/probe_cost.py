@@ -79,6 +79,7 @@ def default_run(model: str, changes: dict | None):
     if changes is not None:
         probe_cfg = fit_probe(dataclasses.replace(cfg.probe, **changes), problem)
         probe_fn = cv.make_probe(probe_cfg, problem.loss, problem.predict, problem.loss_on_outputs)
+        cfg = dataclasses.replace(cfg, probe=probe_cfg)  # its batch: probe.batch_size
     trainer = make_train(problem, cfg.trainer, probe_fn)
     train, test = jax.device_put(problem.data.train), jax.device_put(problem.data.test)
     batch = jax.device_put(probe_batch(cfg, problem))
