@@ -72,6 +72,8 @@ def test_every_model_init_optimizer_builds_and_a_few_train(model, option_configs
     here): running the trained CNN cell took ~3 CPU-s at batch 64 and is nearly free at 8."""
     import jax
 
+    from lossbench.initializers import make_init
+    from lossbench.optimizers import make_optimizer
     from lossbench.train import TrainState, make_train
 
     inits, optimizers = option_configs
@@ -94,9 +96,13 @@ def test_every_model_init_optimizer_builds_and_a_few_train(model, option_configs
             )
         )
 
-    weights = []
-    for init in NETWORK_INITS:
-        params = build_problem(cell(init, "sgd")).init_params(jax.random.key(0))
+    # One problem (data, model) for the model: the inits and optimizers are made from it as
+    # build_problem makes them (no loss parameters here), not by building it again per cell.
+    problem = build_problem(cell(NETWORK_INITS[0], "sgd"))
+    draws = [make_init(inits[init], problem.model) for init in NETWORK_INITS]
+    # every init's weights in one program (drawn op by op, each op compiled on its own: ~3x)
+    weights = jax.jit(lambda key: [draw(key) for draw in draws])(jax.random.key(0))
+    for init, params in zip(NETWORK_INITS, weights, strict=True):
         kernels = [
             np.asarray(x)
             for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
@@ -107,20 +113,19 @@ def test_every_model_init_optimizer_builds_and_a_few_train(model, option_configs
             assert all(np.all(k == 0) for k in kernels)
         else:
             assert all(np.std(k) > 0 for k in kernels), init
-        weights.append(params)
     every_init = jax.tree_util.tree_map(lambda *a: np.stack(a), *weights)  # one row per init
 
     trained = set(optimizers) if model == TRAINED_WITH_EVERY_OPTIMIZER else TRAINED_ON_EVERY_MODEL
+    train, test = jax.device_put(problem.data.train), jax.device_put(problem.data.test)
     for name in optimizers:
         rows = len(weights) if name in trained else 1
         cfg = cell(NETWORK_INITS[0], name, rows)
-        problem = build_problem(cfg)
-        trainer = make_train(problem, cfg.trainer)
-        train, test = jax.device_put(problem.data.train), jax.device_put(problem.data.test)
+        optimizer = make_optimizer(cfg.optimizer, cfg.trainer.steps)
+        trainer = make_train(dataclasses.replace(problem, optimizer=optimizer), cfg.trainer)
         params = jax.tree_util.tree_map(lambda a, n=rows: a[:n], every_init)
         state = TrainState(
             params,
-            jax.vmap(problem.optimizer.tx.init)(params),
+            jax.vmap(optimizer.tx.init)(params),
             jax.random.split(jax.random.key(1), rows),
             np.zeros(rows, np.int32),
             None,
