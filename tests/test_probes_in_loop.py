@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import compose_config, run_overrides
+from conftest import FAST, compose_config
 
+import lossbench
 from lossbench.curvature import hessian_eigenvalues, hessian_trace, make_probe
 from lossbench.probing import fit_probe, probe_batch
 from lossbench.problem import build_problem
@@ -38,19 +41,22 @@ SPECTRUM_RUN_GROUP = pytest.mark.xdist_group("spectrum_run")
 
 @pytest.fixture(scope="module")
 def spectrum_run(tmp_path_factory):
-    """One run with every spectrum probe on (the summary, the run directory)."""
-    return run_overrides(tmp_path_factory.mktemp("spectrum"), RUN)
+    """One run with every spectrum probe on (the summary, the run directory, its config:
+    composed once, the fresh probe's problem built from it)."""
+    cfg = compose_config([*FAST, *RUN])
+    run_dir = tmp_path_factory.mktemp("spectrum") / "run"
+    return lossbench.run(cfg, run_dir), run_dir, cfg
 
 
 @pytest.mark.slow
 @SPECTRUM_RUN_GROUP
 def test_final_probe_matches_a_fresh_probe_on_the_saved_parameters(spectrum_run):
-    summary, run_dir = spectrum_run
+    summary, run_dir, cfg = spectrum_run
     probes = pd.read_parquet(run_dir / "probes.parquet")
     assert list(probes.step) == [0, 50, 100, 150]
     last = probes.iloc[-1]
 
-    cfg = freeze(compose_config(RUN))
+    cfg = freeze(cfg)
     problem = build_problem(cfg)
     params = jax.tree_util.tree_map(lambda a: a[0], load_params(run_dir))  # seed axis
     batch = probe_batch(cfg, problem)
@@ -71,7 +77,7 @@ def test_final_probe_matches_a_fresh_probe_on_the_saved_parameters(spectrum_run)
 @pytest.mark.slow
 @SPECTRUM_RUN_GROUP
 def test_probe_columns_and_edge_of_stability_reference(spectrum_run):
-    _, run_dir = spectrum_run
+    _, run_dir, _ = spectrum_run
     probes = pd.read_parquet(run_dir / "probes.parquet")
     for column in (
         "step",
@@ -116,13 +122,14 @@ SHARPNESS_RUN = [
 def sharpness_trainer():
     """The problem, probe config, compiled trainer and jitted dense Hessian of SHARPNESS_RUN,
     built once for every seed (the seed picks only the rows' keys and the probe batch)."""
-    cfg = freeze(compose_config(SHARPNESS_RUN))
+    composed = compose_config(SHARPNESS_RUN)
+    cfg = freeze(composed)
     problem = build_problem(cfg)
     probe_cfg = fit_probe(cfg.probe, problem)
     trainer = make_train(problem, cfg.trainer, make_probe(probe_cfg, problem.loss))
     flat, unravel = jax.flatten_util.ravel_pytree(problem.init_params(jax.random.key(0)))
     dense = jax.jit(jax.hessian(lambda f, batch: problem.loss(unravel(f), batch)))
-    return problem, probe_cfg, trainer, dense, flat.shape[0]
+    return problem, probe_cfg, trainer, dense, flat.shape[0], composed
 
 
 @pytest.mark.slow
@@ -136,8 +143,12 @@ def test_the_ritz_tolerance_rule_in_the_loop_matches_dense_lambda_max_at_every_p
     steps, warm-started, each stopping on the top Ritz pair's error estimate; 3e-4 misses
     1e-3 at seed 1, where the top gap is 5%): λmax equals `eigvalsh` of the dense Hessian to 1e-3 at
     every probe, and the warm probes stop well before the step budget."""
-    problem, probe_cfg, trainer, dense, n_params = sharpness_trainer
-    cfg = freeze(compose_config([*SHARPNESS_RUN, f"trainer.seed={seed}"]))
+    problem, probe_cfg, trainer, dense, n_params, composed = sharpness_trainer
+    # `trainer.seed=SEED` composed: the one field set (not composed again, ~0.3 CPU-s)
+    cfg = freeze(
+        dataclasses.replace(composed, trainer=dataclasses.replace(composed.trainer, seed=seed))
+    )
+    assert cfg.trainer.seed == seed
     for name, array in build_problem(cfg).data.train.items():  # the seed's data: the same
         np.testing.assert_array_equal(array, problem.data.train[name], err_msg=name)
     assert probe_cfg.ritz_tolerance == 1e-4 and probe_cfg.lanczos_steps == 30
