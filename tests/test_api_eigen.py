@@ -38,21 +38,25 @@ def loss(params, x, y):
     return jnp.mean((hidden @ params["w2"] - y) ** 2)
 
 
-keys = jax.random.split(jax.random.PRNGKey(0), 4)
-params = {
-    "w1": jax.random.normal(keys[0], (3, 8)),
-    "b1": 0.1 * jax.random.normal(keys[1], (8,)),
-    "w2": jax.random.normal(keys[2], (8, 1)),
-}
-x = jax.random.normal(keys[3], (20, 3))
-y = jnp.sin(x[:, :1])
-key = jax.random.PRNGKey(1)
-jax.block_until_ready((params, x, y, key))
+@jax.jit
+def problem():  # one program, not an eager op (a compile) each
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    params = {
+        "w1": jax.random.normal(keys[0], (3, 8)),
+        "b1": 0.1 * jax.random.normal(keys[1], (8,)),
+        "w2": jax.random.normal(keys[2], (8, 1)),
+    }
+    x = jax.random.normal(keys[3], (20, 3))
+    return params, x, jnp.sin(x[:, :1]), jax.random.PRNGKey(1)
+
+
+params, x, y, key = jax.block_until_ready(problem())
 hits.clear()
 result = hessian_eigenvalues(loss, params, x, y, key=key, lanczos_steps=40, top_k=2, bottom_k=1)
 eigen_hits = len(hits)  # persistent-cache hits of this call alone
 flat, unravel = ravel_pytree(params)
-dense = np.linalg.eigvalsh(np.asarray(jax.hessian(lambda f: loss(unravel(f), x, y))(flat)))
+dense_hessian = jax.jit(jax.hessian(lambda f: loss(unravel(f), x, y)))  # one compile
+dense = np.linalg.eigvalsh(np.asarray(dense_hessian(flat)))
 print(json.dumps({
     "directory": jax.config.jax_compilation_cache_dir,
     "hits": eigen_hits,
