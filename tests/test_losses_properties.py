@@ -8,6 +8,7 @@ batch mean of the loss, compiled once per case.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,31 +66,49 @@ class Case:
             return loss(variable["outputs"], targets, cfg, variable["extra"]).mean()
         return loss(variable, targets, cfg, loss.init_extra(cfg)).mean()
 
+    def _layout(self):
+        """The leaves' shapes and tree of the case's variable, and its direction along the line
+        (flat): computed once, then every flattening is numpy (eager JAX ops are slow calls)."""
+        if "_layout_" not in self.__dict__:
+            leaves, tree = jax.tree.flatten(self.line(0.0)[0])
+            direction = ravel_pytree(self.line(1.0)[0])[0] - ravel_pytree(self.line(0.0)[0])[0]
+            self._layout_ = [np.shape(x) for x in leaves], tree, np.asarray(direction)
+        return self._layout_
+
     def value_and_grad(self, variable, targets):
+        """f and its gradient flattened (`ravel_pytree` order), as float and numpy array."""
         if "_compiled" not in self.__dict__:  # one compilation per case: shapes never change
-            self._compiled = jax.jit(jax.value_and_grad(self.objective))
-        variable = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), variable)
-        return self._compiled(variable, targets)
+
+            def flat(variable, targets):
+                value, grad = jax.value_and_grad(self.objective)(variable, targets)
+                return value, ravel_pytree(grad)[0]
+
+            self._compiled = jax.jit(flat)
+        variable = jax.tree.map(lambda x: np.asarray(x, np.float64), variable)
+        value, grad = self._compiled(variable, targets)
+        return float(value), np.asarray(grad)
 
     def value(self, variable, targets) -> float:
-        return float(self.value_and_grad(variable, targets)[0])
+        return self.value_and_grad(variable, targets)[0]
 
     def grad_norm(self, variable, targets) -> float:
-        grad = ravel_pytree(self.value_and_grad(variable, targets)[1])[0]
-        return float(jnp.linalg.norm(grad))
+        return float(np.linalg.norm(self.value_and_grad(variable, targets)[1]))
 
     def unravel(self, flat):
-        return ravel_pytree(self.line(0.0)[0])[1](jnp.asarray(flat, jnp.float64))
+        """The variable whose `ravel_pytree` is `flat` (numpy leaves)."""
+        shapes, tree, _ = self._layout()
+        ends = np.cumsum([math.prod(shape) for shape in shapes])[:-1]
+        parts = np.split(np.asarray(flat, np.float64), ends)
+        return jax.tree.unflatten(tree, [p.reshape(s) for p, s in zip(parts, shapes, strict=True)])
 
     @property
     def size(self) -> int:
-        return ravel_pytree(self.line(0.0)[0])[0].size
+        return sum(math.prod(shape) for shape in self._layout()[0])
 
     def on_line(self, t) -> tuple[float, float]:
         """f(t) and f'(t) along the line (the gradient times the line's direction)."""
         value, grad = self.value_and_grad(*self.line(t))
-        direction = ravel_pytree(self.line(1.0)[0])[0] - ravel_pytree(self.line(0.0)[0])[0]
-        return float(value), float(jnp.dot(ravel_pytree(grad)[0], direction))
+        return value, float(grad @ self._layout()[2])
 
 
 def a(*rows):
