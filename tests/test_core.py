@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import compose_config, hydra_session, run_overrides
+from conftest import FAST, compose_config, hydra_session, run_overrides
 
+import lossbench
 from lossbench.problem import build_problem
 from lossbench.schema import freeze, implied, registries
 
@@ -293,7 +294,12 @@ def test_regression_losses_fit_one_hot_class_targets(tmp_path):
     """The issue's example: `loss=mse data=digits` regresses one-hot targets."""
     import jax
 
-    cfg = freeze(compose_config(["loss=mse", "data=digits", "model.widths=[16]"]))
+    composed = compose_config(
+        [*FAST, "loss=mse", "optimizer=sgd", "probe=off", "model.widths=[32]", "trainer.steps=300"]
+        + ONE_SEGMENT
+    )
+    cfg = freeze(composed)
+    assert cfg.data.name == "digits"
     problem = build_problem(cfg)
     params = problem.init_params(jax.random.key(0))
     outputs = problem.predict(params, problem.data.train)
@@ -301,9 +307,5 @@ def test_regression_losses_fit_one_hot_class_targets(tmp_path):
     one_hot = np.eye(10)[problem.data.train["y"]]
     expected = np.mean(np.sum((np.asarray(outputs) - one_hot) ** 2, axis=1))
     np.testing.assert_allclose(float(problem.loss(params, problem.data.train)), expected, 1e-5)
-    summary, _ = run_overrides(
-        tmp_path,
-        ["loss=mse", "optimizer=sgd", "probe=off", "model.widths=[32]", "trainer.steps=300"]
-        + ONE_SEGMENT,
-    )
+    summary = lossbench.run(composed, tmp_path / "run")  # the config checked above, trained
     assert summary["final_test_accuracy"] > 0.9
