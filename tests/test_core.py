@@ -260,25 +260,31 @@ def test_default_run_composes_to_mlp_on_digits():
 
 
 def test_schedules_and_clipping(tmp_path):
+    composed = compose_config(
+        [
+            *FAST,
+            "probe=off",
+            "trainer.eval=false",  # the held-out figures are not read here
+            "model.widths=[8]",
+            "optimizer=sgd",
+            "trainer.steps=20",
+            "trainer.log_every=1",
+            "trainer.chunk=20",
+            "optimizer.schedule.name=cosine",
+            "optimizer.schedule.warmup_steps=5",
+            "optimizer.schedule.boundaries=[10]",
+            "optimizer.clip_norm=1.0",
+            "optimizer.weight_decay=1e-4",
+        ]
+    )
     for schedule in ("cosine", "warmup_cosine", "step"):
-        summary, run_dir = run_overrides(
-            tmp_path,
-            [
-                "probe=off",
-                "trainer.eval=false",  # the held-out figures are not read here
-                "model.widths=[8]",
-                "optimizer=sgd",
-                "trainer.steps=20",
-                "trainer.log_every=1",
-                "trainer.chunk=20",
-                f"optimizer.schedule.name={schedule}",
-                "optimizer.schedule.warmup_steps=5",
-                "optimizer.schedule.boundaries=[10]",
-                "optimizer.clip_norm=1.0",
-                "optimizer.weight_decay=1e-4",
-            ],
-            schedule,
+        # `optimizer.schedule.name=SCHEDULE` composed: the one field set (one compose, not 3)
+        optimizer = composed.optimizer
+        optimizer = dataclasses.replace(
+            optimizer, schedule=dataclasses.replace(optimizer.schedule, name=schedule)
         )
+        run_dir = tmp_path / schedule
+        summary = lossbench.run(dataclasses.replace(composed, optimizer=optimizer), run_dir)
         lr = pd.read_parquet(run_dir / "metrics.parquet").lr.values
         assert summary["status"] == "completed"
         if schedule == "warmup_cosine":
