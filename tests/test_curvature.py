@@ -35,6 +35,20 @@ def init_mlp(key, sizes=SIZES):
     return {"layers": layers}
 
 
+@jax.jit
+def init_mlp64(key):
+    """`init_mlp` in float64 as one program (call inside x64)."""
+    return as_dtype(init_mlp(key), jnp.float64)
+
+
+@jax.jit
+def make_batch(key):
+    """128 float64 inputs and their labels (call inside x64)."""
+    key_x, key_y = jax.random.split(key)
+    x = jax.random.normal(key_x, (128, SIZES[0]), jnp.float64)
+    return x, jax.random.randint(key_y, (128,), 0, SIZES[-1])
+
+
 def predict(params, x):
     for index, layer in enumerate(params["layers"]):
         x = x @ layer["kernel"] + layer["bias"]
@@ -61,16 +75,39 @@ def as_dtype(tree, dtype):
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), tree)
 
 
+# numpy, not jax ops: each eager jax op is a compile of its own (ravel_pytree's order)
 def flat(tree):
-    return np.asarray(ravel_pytree(tree)[0])
+    return np.concatenate([np.ravel(leaf) for leaf in jax.tree_util.tree_leaves(tree)])
 
 
 def flat_rows(tree_with_leading_axis):
-    return np.asarray(jax.vmap(lambda t: ravel_pytree(t)[0])(tree_with_leading_axis))
+    leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(tree_with_leading_axis)]
+    return np.concatenate([leaf.reshape(leaf.shape[0], -1) for leaf in leaves], axis=1)
 
 
 def leading(tree, index):
-    return jax.tree_util.tree_map(lambda a: a[index], tree)
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[index], tree)
+
+
+def zeros_like(tree):
+    return jax.tree_util.tree_map(np.zeros_like, tree)
+
+
+# one program each, shared by the fixture and the tests (the MLP's shapes, any dtype)
+GRAD = jax.jit(jax.grad(probe_loss))
+
+
+@jax.jit
+def descend(params, batch, steps):
+    """`steps` gradient-descent steps of size 0.5."""
+    step = lambda _, p: jax.tree_util.tree_map(lambda a, g: a - 0.5 * g, p, GRAD(p, batch))
+    return jax.lax.fori_loop(0, steps, step, params)
+
+
+@jax.jit
+def dense_hessian(params, batch):
+    flat_params, unravel = ravel_pytree(params)
+    return jax.hessian(lambda f: probe_loss(unravel(f), batch))(flat_params)
 
 
 @pytest.fixture
@@ -83,18 +120,10 @@ def x64():
 def problem():
     """A trained-a-little MLP, its data and the dense Hessian's spectrum (float64, numpy)."""
     with jax.enable_x64(True):
-        params = as_dtype(init_mlp(jax.random.PRNGKey(0)), jnp.float64)
-        key_x, key_y = jax.random.split(jax.random.PRNGKey(1))
-        x = jax.random.normal(key_x, (128, SIZES[0]), jnp.float64)
-        labels = jax.random.randint(key_y, (128,), 0, SIZES[-1])
-        grad = jax.jit(jax.grad(probe_loss))
-        for _ in range(50):
-            params = jax.tree_util.tree_map(
-                lambda p, g: p - 0.5 * g, params, grad(params, (x, labels))
-            )
-        flat_params, unravel = ravel_pytree(params)
-        hessian = jax.jit(jax.hessian(lambda f: probe_loss(unravel(f), (x, labels))))(flat_params)
-        hessian = np.asarray(hessian)
+        params = init_mlp64(jax.random.PRNGKey(0))
+        x, labels = make_batch(jax.random.PRNGKey(1))
+        params = descend(params, (x, labels), 50)
+        hessian = np.asarray(dense_hessian(params, (x, labels)))
         n = hessian.shape[0]
         values = np.linalg.eigvalsh(hessian)
         _, vectors = scipy.linalg.eigh(hessian, subset_by_index=[n - 5, n - 1])
@@ -104,7 +133,7 @@ def problem():
             "hessian": np.asarray(hessian),
             "values": values,
             "vectors": vectors,  # the top 5, ascending like values
-            "grad": flat(grad(params, (x, labels))),
+            "grad": flat(GRAD(params, (x, labels))),
         }
 
 
@@ -188,7 +217,7 @@ def test_eigenvalues_float32_match_dense_eigh(problem):
 def test_ritz_vectors_and_residuals_match_dense(problem, x64):
     params, batch = inputs64(problem)
     hessian, lam_max = problem["hessian"], problem["values"][-1]
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)  # zero v0: a cold start
+    zeros = zeros_like(params)  # zero v0: a cold start
     by_lanczos, by_matvec = eigen_15_both_residuals(params, batch, jax.random.PRNGKey(4), zeros)
     np.testing.assert_array_equal(by_lanczos.top, by_matvec.top)
     for result in (by_lanczos, by_matvec):
@@ -210,7 +239,7 @@ def test_ritz_vectors_and_residuals_match_dense(problem, x64):
 def test_warm_start_from_the_top_eigenvector_reduces_its_residual(problem, x64):
     params, batch = inputs64(problem)
     unravel = ravel_pytree(params)[1]
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    zeros = zeros_like(params)
     warm_vector = unravel(jnp.asarray(problem["vectors"][:, -1]))
     for seed in range(3):
         cold, _ = eigen_15_both_residuals(params, batch, jax.random.PRNGKey(seed), zeros)
@@ -347,9 +376,9 @@ def test_negative_mass_counts_negative_eigenvalues_of_a_diagonal_quadratic():
     np.testing.assert_allclose(density.negative_mass(tol=0.0), 4 / 12, rtol=1e-4)
 
 
-def dense_ggn(problem, loss_on_outputs):
-    """Jᵀ H_out J with the dense Jacobian of the MLP outputs (128 × 4) and the dense Hessian
-    of the outer loss (call inside x64)."""
+def dense_ggn_factors(problem, loss_on_outputs):
+    """The dense Jacobian J of the MLP outputs (128 × 4) and the dense Hessian H_out of the
+    outer loss, whose Jᵀ H_out J is the Gauss-Newton matrix (call inside x64)."""
     params, (x, _) = inputs64(problem)
     flat_params, unravel = ravel_pytree(params)
     jacobian = jax.jacfwd(lambda f: predict(unravel(f), x).reshape(-1))(flat_params)
@@ -357,7 +386,7 @@ def dense_ggn(problem, loss_on_outputs):
     output_hessian = jax.hessian(lambda o: loss_on_outputs(o.reshape(outputs.shape)))(
         outputs.reshape(-1)
     )
-    return jacobian.T @ output_hessian @ jacobian
+    return jacobian, output_hessian
 
 
 def outer_losses(labels):
@@ -371,10 +400,15 @@ def ggn_reference(problem):
     diagonal-block top eigenvalues."""
     with jax.enable_x64(True):
         labels = jnp.asarray(problem["batch"][1])
-        matrices = jax.jit(
-            lambda: {name: dense_ggn(problem, loss) for name, loss in outer_losses(labels).items()}
+        jacobian, output_hessians = jax.jit(
+            lambda: (
+                dense_ggn_factors(problem, outer_losses(labels)["mse"])[0],
+                {n: dense_ggn_factors(problem, f)[1] for n, f in outer_losses(labels).items()},
+            )
         )()
-    matrices = {name: np.asarray(m) for name, m in matrices.items()}
+    # the products in numpy (its BLAS): XLA's unoptimised float64 dot took seconds
+    jacobian = np.asarray(jacobian)
+    matrices = {name: jacobian.T @ np.asarray(h) @ jacobian for name, h in output_hessians.items()}
     return {
         **matrices,
         "values": np.linalg.eigvalsh(matrices["cross_entropy"]),
@@ -463,7 +497,7 @@ PROBE_JIT = jax.jit(PROBE)
 
 def test_probe_record_matches_dense_figures(problem, x64):
     params, batch = inputs64(problem)
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    zeros = zeros_like(params)
     record, v_next = PROBE_JIT(params, batch, jax.random.PRNGKey(12), zeros)
     assert sorted(record) == sorted(cv.record_keys(PROBE_CONFIG))
     values, vectors, hessian, grad = (problem[k] for k in ("values", "vectors", "hessian", "grad"))
@@ -489,11 +523,11 @@ def test_probe_record_matches_dense_figures(problem, x64):
 
 def test_probe_under_jit_vmap_over_seeds_matches_unbatched_calls(problem, x64):
     _, batch = inputs64(problem)
-    seeds = [as_dtype(init_mlp(jax.random.PRNGKey(s)), jnp.float64) for s in (20, 21)]
-    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *seeds)
+    seeds = [init_mlp64(jax.random.PRNGKey(s)) for s in (20, 21)]
+    stacked = jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *seeds)
     keys = jax.random.split(jax.random.PRNGKey(13), 2)
     # a warm start for seed 0, a cold one (zeros) for seed 1
-    v0 = jax.tree_util.tree_map(lambda a: a.at[1].set(0), stacked)
+    v0 = jax.tree_util.tree_map(lambda a: np.concatenate([a[:1], np.zeros_like(a[1:])]), stacked)
     batched, v_next = jax.jit(jax.vmap(PROBE, in_axes=(0, None, 0, 0)))(stacked, batch, keys, v0)
     assert sorted(batched) == sorted(cv.record_keys(PROBE_CONFIG))
     for seed, params in enumerate(seeds):
@@ -621,7 +655,7 @@ def test_short_warm_probe_from_the_top_eigenvector_matches_dense(problem, x64):
     unravel = ravel_pytree(params)[1]
     cfg = probe_config(trace_samples=0, bottom_k=0, top_k=1, warm_steps=3)
     probe = jax.jit(cv.make_probe(cfg, probe_loss))
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    zeros = zeros_like(params)
     warm = unravel(jnp.asarray(problem["vectors"][:, -1]))
     values = problem["values"]
     cold_record, cold_vector = probe(params, batch, jax.random.PRNGKey(32), zeros)
@@ -723,23 +757,19 @@ def test_the_sharpness_preset_tracks_dense_lambda_max_with_few_warm_steps(proble
     preset = (cfg.name, cfg.lanczos_steps, cfg.top_k, cfg.warm_steps, cfg.warm_tolerance)
     assert preset == ("sharpness", 30, 1, 8, 1e-4)
     params, batch = inputs64(problem)
-    flat_params, unravel = ravel_pytree(params)
     probe = jax.jit(cv.make_probe(cfg, probe_loss))
-    grad = jax.jit(jax.grad(probe_loss))
-    dense = jax.jit(jax.hessian(lambda f, b: probe_loss(unravel(f), b)))
-    vector = jax.tree_util.tree_map(jnp.zeros_like, params)
+    vector = zeros_like(params)
     for index in range(4):
         record, vector = probe(params, batch, jax.random.PRNGKey(40 + index), vector)
         if index == 0:  # the fixture's parameters: its dense spectrum
             top = problem["values"][-1]
         else:  # the top eigenvalue alone (LAPACK's dsyevr on the dense Hessian)
-            hessian = np.asarray(dense(ravel_pytree(params)[0], batch))
+            hessian = np.asarray(dense_hessian(params, batch))
             n = hessian.shape[0]
             top = scipy.linalg.eigh(hessian, eigvals_only=True, subset_by_index=[n - 1, n - 1])[0]
         assert abs(record["lambda_max"] - top) <= 1e-3 * abs(top), index
-        for _ in range(10):
-            params = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, grad(params, batch))
-    assert flat_params.shape[0] > 1000  # many more parameters than steps
+        params = descend(params, batch, 10)
+    assert flat(params).shape[0] > 1000  # many more parameters than steps
 
 
 def cv_errors():
