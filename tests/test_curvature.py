@@ -501,7 +501,7 @@ def test_probe_record_matches_dense_figures(problem, x64):
     record, v_next = PROBE_JIT(params, batch, jax.random.PRNGKey(12), zeros)
     assert sorted(record) == sorted(cv.record_keys(PROBE_CONFIG))
     values, vectors, hessian, grad = (problem[k] for k in ("values", "vectors", "hessian", "grad"))
-    np.testing.assert_allclose(record["loss"], probe_loss(params, batch), rtol=1e-12)
+    np.testing.assert_allclose(record["loss"], jax.jit(probe_loss)(params, batch), rtol=1e-12)
     np.testing.assert_allclose(record["grad_norm"], np.linalg.norm(grad), rtol=1e-10)
     np.testing.assert_allclose(
         record["grad_curvature"], grad @ hessian @ grad / (grad @ grad), rtol=1e-10
@@ -824,11 +824,14 @@ class CompileCounter:
 
 
 def test_curvature_calls_with_new_arrays_of_the_same_shapes_compile_nothing():
-    def inputs(seed):
-        key_p, key_x, key_y = jax.random.split(jax.random.PRNGKey(seed), 3)
+    @jax.jit  # one program, not an eager compile per op
+    def inputs_of(key):
+        key_p, key_x, key_y = jax.random.split(key, 3)
         x = jax.random.normal(key_x, (64, SIZES[0]))
         labels = jax.random.randint(key_y, (64,), 0, SIZES[-1])
-        return init_mlp(key_p), x, labels, jax.random.PRNGKey(seed)
+        return init_mlp(key_p), x, labels, key
+
+    inputs = lambda seed: inputs_of(jax.random.PRNGKey(seed))
 
     ggn_parts = (predict_of_arrays, outer_loss_of_arrays)
 
