@@ -41,6 +41,15 @@ def f32(x):
     return jnp.asarray(x, jnp.float32)
 
 
+def zeros(shape, one=None):
+    """`jnp.zeros(shape)` made in numpy (an eager JAX op is a compilation of its own), or with
+    a one at index `one`."""
+    x = np.zeros(shape, np.float32)
+    if one is not None:
+        x[one] = 1.0
+    return f32(x)
+
+
 def reference(fn, *args, **kw):
     """An optax reference value, jitted (eager dispatch compiles every op separately)."""
     return np.asarray(jax.jit(functools.partial(fn, **kw))(*args))
@@ -113,12 +122,13 @@ def test_closed_forms(name, kw, outputs, targets, expected):
 
 
 def test_zero_one_counts_mistakes_on_logits_and_scores():
-    zero_one = get_loss("zero_one", for_training=False)
     c = cfg("zero_one")
+    loss = get_loss("zero_one", for_training=False)
+    zero_one = jax.jit(lambda outputs, targets: loss(outputs, targets, c))  # not op by op
     logits = f32([[2.0, 1.0, 0.0], [2.0, 1.0, 0.0]])
-    np.testing.assert_array_equal(zero_one(logits, jnp.asarray([0, 1]), c), [0.0, 1.0])
+    np.testing.assert_array_equal(zero_one(logits, jnp.asarray([0, 1])), [0.0, 1.0])
     scores = f32([[0.3], [0.3], [0.0]])
-    np.testing.assert_array_equal(zero_one(scores, jnp.asarray([1, 0, 1]), c), [0.0, 1.0, 1.0])
+    np.testing.assert_array_equal(zero_one(scores, jnp.asarray([1, 0, 1])), [0.0, 1.0, 1.0])
 
 
 def test_cosine_closed_forms():
@@ -132,13 +142,13 @@ def test_cosine_closed_forms():
 
 
 def test_contrastive_closed_forms():
-    pairs = {"left": f32([[3.0, 4.0], [3.0, 4.0], [0.3, 0.4]]), "right": jnp.zeros((3, 2))}
+    pairs = {"left": f32([[3.0, 4.0], [3.0, 4.0], [0.3, 0.4]]), "right": zeros((3, 2))}
     got = value("contrastive", pairs, jnp.asarray([1, 0, 0]), margin=1.0)
     np.testing.assert_allclose(got, [12.5, 0.0, 0.125], rtol=1e-6)
 
 
 def test_contrastive_gradient_is_finite_at_zero_distance():
-    pairs = {"left": jnp.zeros((1, 2)), "right": jnp.zeros((1, 2))}
+    pairs = {"left": zeros((1, 2)), "right": zeros((1, 2))}
     grad = jax.jit(jax.grad(lambda p: value_jnp("contrastive", p, jnp.asarray([0])).sum()))(pairs)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grad))
 
@@ -150,12 +160,12 @@ def value_jnp(name, outputs, targets, **kw):
 def test_triplet_matches_hand_values_and_optax():
     a, p = f32([[0.0, 0.0], [1.0, 1.0]]), f32([[0.1, 0.1], [1.1, 1.1]])
     n = f32([[1.0, 0.0], [0.0, 1.0]])
-    got = value("triplet", {"anchor": a, "positive": p, "negative": n}, jnp.zeros(2))
+    got = value("triplet", {"anchor": a, "positive": p, "negative": n}, zeros(2))
     np.testing.assert_allclose(got, [math.sqrt(0.02)] * 2, rtol=1e-4)  # optax's example
     got = value(
         "triplet",
-        {"anchor": jnp.zeros((1, 2)), "positive": f32([[1.0, 0.0]]), "negative": f32([[0, 1.5]])},
-        jnp.zeros(1),
+        {"anchor": zeros((1, 2)), "positive": f32([[1.0, 0.0]]), "negative": f32([[0, 1.5]])},
+        zeros(1),
         margin=1.0,
     )
     np.testing.assert_allclose(got, [0.5], rtol=1e-5)
@@ -163,15 +173,15 @@ def test_triplet_matches_hand_values_and_optax():
 
 def test_ntxent_closed_form_on_identical_orthogonal_views():
     # every anchor: positive cos 1, two negatives cos 0, temperature 1 -> log(1 + 2 / e)
-    views = {"view1": jnp.eye(2), "view2": jnp.eye(2)}
-    got = value("ntxent", views, jnp.zeros(2), temperature=1.0)
+    views = {"view1": f32(np.eye(2)), "view2": f32(np.eye(2))}
+    got = value("ntxent", views, zeros(2), temperature=1.0)
     np.testing.assert_allclose(got, [math.log(1 + 2 / math.e)] * 2, rtol=1e-6)
 
 
 def test_ntxent_matches_a_direct_loop_and_optax_mean():
     rng = np.random.default_rng(0)
     z1, z2 = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
-    got = value("ntxent", {"view1": f32(z1), "view2": f32(z2)}, jnp.zeros(5), temperature=0.5)
+    got = value("ntxent", {"view1": f32(z1), "view2": f32(z2)}, zeros(5), temperature=0.5)
     z = np.concatenate([z1, z2])
     u = z / np.linalg.norm(z, axis=1, keepdims=True)
     per_view = []
@@ -181,7 +191,7 @@ def test_ntxent_matches_a_direct_loop_and_optax_mean():
         per_view.append(-positive + math.log(sum(math.exp(s) for s in sims.values())))
     expected = 0.5 * (np.array(per_view[:5]) + np.array(per_view[5:]))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    labels = jnp.concatenate([jnp.arange(5), jnp.arange(5)])
+    labels = jnp.asarray(np.concatenate([np.arange(5), np.arange(5)]))
     np.testing.assert_allclose(
         got.mean(), reference(optax.losses.ntxent, f32(z), labels, temperature=0.5), rtol=1e-5
     )
@@ -210,7 +220,7 @@ def test_ctc_closed_form_sums_the_alignments():
     targets = {
         "labels": jnp.asarray([[1, 0], [1, 1]]),
         "label_paddings": f32([[0.0, 1.0], [0.0, 0.0]]),
-        "logit_paddings": jnp.zeros((2, 3)),
+        "logit_paddings": zeros((2, 3)),
     }
     np.testing.assert_allclose(value("ctc", f32(logits), targets), expected, rtol=1e-4)
 
@@ -218,9 +228,9 @@ def test_ctc_closed_form_sums_the_alignments():
 def test_ctc_ignores_padded_frames():
     rng = np.random.default_rng(2)
     logits = f32(rng.normal(size=(1, 4, 3)))
-    targets = {"labels": jnp.asarray([[2, 1]]), "label_paddings": jnp.zeros((1, 2))}
-    short = value("ctc", logits, {**targets, "logit_paddings": jnp.zeros((1, 4))})
-    padded_logits = jnp.concatenate([logits, f32(rng.normal(size=(1, 2, 3)))], axis=1)
+    targets = {"labels": jnp.asarray([[2, 1]]), "label_paddings": zeros((1, 2))}
+    short = value("ctc", logits, {**targets, "logit_paddings": zeros((1, 4))})
+    padded_logits = f32(np.concatenate([logits, f32(rng.normal(size=(1, 2, 3)))], axis=1))
     padding = f32([[0, 0, 0, 0, 1, 1]])
     padded = value("ctc", padded_logits, {**targets, "logit_paddings": padding})
     np.testing.assert_allclose(padded, short, rtol=1e-5)
@@ -247,7 +257,7 @@ def test_hinge_at_unit_margin_equals_optax():
 def test_focal_with_two_classes_equals_optax_sigmoid_focal_loss():
     rng = np.random.default_rng(5)
     z, labels = f32(rng.normal(size=(16,)) * 3), jnp.asarray(rng.integers(0, 2, 16))
-    logits = jnp.stack([jnp.zeros_like(z), z], axis=-1)  # p(class 1) = sigmoid(z)
+    logits = f32(np.stack([np.zeros(16), z], axis=-1))  # p(class 1) = sigmoid(z)
     for gamma in (0.0, 1.0, 2.0):
         expected = reference(optax.losses.sigmoid_focal_loss, z, labels, gamma=gamma)
         got = value("focal", logits, labels, gamma=gamma)
@@ -307,14 +317,14 @@ def example_batch(takes, rng, b=4):
     if takes == "pairs":
         return {"left": normal(b, 3), "right": normal(b, 3)}, labels(2)
     if takes == "triplets":
-        return {k: normal(b, 3) for k in ("anchor", "positive", "negative")}, jnp.zeros(b)
+        return {k: normal(b, 3) for k in ("anchor", "positive", "negative")}, zeros(b)
     if takes == "views":
-        return {"view1": normal(b, 3), "view2": normal(b, 3)}, jnp.zeros(b)
+        return {"view1": normal(b, 3), "view2": normal(b, 3)}, zeros(b)
     if takes == "sequence":
         targets = {
             "labels": jnp.asarray(rng.integers(1, 3, (b, 2))),
-            "label_paddings": jnp.zeros((b, 2)).at[0, 1].set(1.0),
-            "logit_paddings": jnp.zeros((b, 6)).at[1, 5].set(1.0),
+            "label_paddings": zeros((b, 2), one=(0, 1)),
+            "logit_paddings": zeros((b, 6), one=(1, 5)),
         }
         return normal(b, 6, 3), targets
     if takes == "heads":
@@ -323,7 +333,7 @@ def example_batch(takes, rng, b=4):
             "values": normal(b, 2),
         }
     if takes == "value":  # loss=none: the outputs are the values
-        return normal(b), jnp.zeros(b)
+        return normal(b), zeros(b)
     raise ValueError(takes)
 
 
@@ -444,13 +454,13 @@ def test_multitask_learned_weights_follow_kendall_gal_cipolla():
     extra = multitask_extra_params(c)
     assert jax.tree.map(jnp.shape, extra) == {"log_var": (2,)}
     s = f32([0.3, -0.7])
-    got = np.asarray(get_loss("multitask")(outputs, targets, c, {"log_var": s}))
+    got = np.asarray(compiled("multitask", c)(outputs, targets, {"log_var": s}))
     ce = value("cross_entropy", outputs["logits"], targets["logits"])
     mse = value("mse", outputs["values"], targets["values"])
     expected = (math.exp(-0.3) * ce + 0.15) + 2.0 * (0.5 * math.exp(0.7) * mse - 0.35)
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     with pytest.raises(ValueError, match="log_var"):
-        get_loss("multitask")(outputs, targets, c, {})
+        jax.eval_shape(compiled("multitask", c), outputs, targets, {})  # traced, not run
 
 
 def test_multitask_learned_weights_are_unbounded_below_when_a_task_is_fit():
@@ -486,12 +496,16 @@ def test_penalty_on_kernels_only():
 
 
 def test_penalty_on_nnx_state():
-    model = nnx.Sequential(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), nnx.Linear(3, 1, rngs=nnx.Rngs(1)))
+    build = lambda: nnx.Sequential(
+        nnx.Linear(2, 3, rngs=nnx.Rngs(0)), nnx.Linear(3, 1, rngs=nnx.Rngs(1))
+    )
+    model = nnx.jit(build)()  # initialised in one program, not op by op
     _, state = nnx.split(model, nnx.Param)
     kernels = [model.layers[0].kernel.get_value(), model.layers[1].kernel.get_value()]
-    expected = 0.5 * sum(float(jnp.sum(k**2)) for k in kernels)
-    np.testing.assert_allclose(penalty(state, cfg(l2=1.0)), expected, rtol=1e-6)
-    grad = jax.jit(jax.grad(lambda p: penalty(p, cfg(l2=1.0))))(state)
+    expected = 0.5 * sum(float(np.sum(np.asarray(k) ** 2)) for k in kernels)
+    l2 = cfg(l2=1.0)
+    got, grad = jax.jit(jax.value_and_grad(lambda p: penalty(p, l2)))(state)  # one program
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
     biases = [g for path, g in jax.tree_util.tree_flatten_with_path(grad)[0] if "bias" in str(path)]
     assert biases and all(float(jnp.abs(b).sum()) == 0.0 for b in biases)
 
