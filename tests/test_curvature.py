@@ -332,6 +332,7 @@ def test_lanczos_quadrature_reproduces_moments(problem, x64):
     nodes, weights = jax.jit(
         lambda m, v: cv.lanczos_quadrature(lambda u: m @ u, v, lanczos_steps=10)
     )(hessian, v)
+    nodes, weights = np.asarray(nodes), np.asarray(weights)  # numpy: no eager op compiles
     np.testing.assert_allclose(weights.sum(), 1, rtol=1e-12)
     q = np.asarray(v) / np.linalg.norm(v)
     power = q
@@ -890,7 +891,10 @@ def test_batched_trace_equals_the_mean_over_the_same_probes(x64):
     key, samples = jax.random.PRNGKey(34), 70
     result = cv.trace_of(lambda v: matrix @ v, jnp.zeros(50), key=key, samples=samples)
     keys = jax.random.split(key, samples)
-    probes = np.stack([cv.operators.rademacher_probe(k, 50, jnp.float64) for k in keys])
+    # each key's probe, as `trace_of` draws it (vmap: one program, not an eager call a key)
+    probes = np.asarray(
+        jax.jit(jax.vmap(lambda k: cv.operators.rademacher_probe(k, 50, jnp.float64)))(keys)
+    )
     forms = np.einsum("sn,nm,sm->s", probes, matrix, probes)
     np.testing.assert_allclose(result.estimate, forms.mean(), rtol=1e-12)
     np.testing.assert_allclose(result.sem, forms.std(ddof=1) / np.sqrt(samples), rtol=1e-10)
