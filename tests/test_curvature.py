@@ -377,17 +377,19 @@ def test_negative_mass_counts_negative_eigenvalues_of_a_diagonal_quadratic():
     np.testing.assert_allclose(density.negative_mass(tol=0.0), 4 / 12, rtol=1e-4)
 
 
-def dense_ggn_factors(problem, loss_on_outputs):
-    """The dense Jacobian J of the MLP outputs (128 × 4) and the dense Hessian H_out of the
-    outer loss, whose Jᵀ H_out J is the Gauss-Newton matrix (call inside x64)."""
+def dense_output_jacobian(problem):
+    """The dense Jacobian J of the MLP outputs (128 × 4) in the parameters: the Gauss-Newton
+    matrix of an outer loss is Jᵀ H_out J (call inside x64)."""
     params, (x, _) = inputs64(problem)
     flat_params, unravel = ravel_pytree(params)
-    jacobian = jax.jacfwd(lambda f: predict(unravel(f), x).reshape(-1))(flat_params)
+    return jax.jacfwd(lambda f: predict(unravel(f), x).reshape(-1))(flat_params)
+
+
+def dense_output_hessian(problem, loss_on_outputs):
+    """The dense Hessian H_out of the outer loss in the flattened outputs (call inside x64)."""
+    params, (x, _) = inputs64(problem)
     outputs = predict(params, x)
-    output_hessian = jax.hessian(lambda o: loss_on_outputs(o.reshape(outputs.shape)))(
-        outputs.reshape(-1)
-    )
-    return jacobian, output_hessian
+    return jax.hessian(lambda o: loss_on_outputs(o.reshape(outputs.shape)))(outputs.reshape(-1))
 
 
 def outer_losses(labels):
@@ -403,8 +405,8 @@ def ggn_reference(problem):
         labels = jnp.asarray(problem["batch"][1])
         jacobian, output_hessians = jax.jit(
             lambda: (
-                dense_ggn_factors(problem, outer_losses(labels)["mse"])[0],
-                {n: dense_ggn_factors(problem, f)[1] for n, f in outer_losses(labels).items()},
+                dense_output_jacobian(problem),
+                {n: dense_output_hessian(problem, f) for n, f in outer_losses(labels).items()},
             )
         )()
     # the products in numpy (its BLAS): XLA's unoptimised float64 dot took seconds
