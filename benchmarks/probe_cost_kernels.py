@@ -207,7 +207,7 @@ def build_kernels(params, batch, key):
                 decomposition = engine(matvec, z, SLQ_STEPS)
                 return jnp.linalg.eigh(decomposition.tridiagonal)[0]
 
-            return jax.lax.map(one, probes, batch_size=probe_batch_size(n, SLQ_SAMPLES))
+            return jax.lax.map(one, probes, batch_size=probe_batch_size(n, SLQ_SAMPLES, kind="slq"))
 
         return jax.jit(run), (params, batch, key)
 
@@ -318,7 +318,7 @@ def main(rounds: int = 9, output: Path | None = None) -> str:
         " and of the process's CPU time (all threads; the steadier figure when the machine is"
         " shared). floor(m) = linearize the gradient once + m chained HVPs in a `fori_loop`;"
         " the floor unit is floor(80)/80. Lanczos rows compute the top Ritz value."
-        f" `probe_batch_size` for 600 samples here: {probe_batch_size(n, TRACE_SAMPLES)}."
+        f" `probe_batch_size` for the 600-sample trace here: {probe_batch_size(n, TRACE_SAMPLES)}."
         f" Load average (1 min) on the machine: {load_start[0]:.1f} at the start,"
         f" {load_end[0]:.1f} at the end. Written by `benchmarks/probe_cost_kernels.py`.",
         "",

@@ -900,8 +900,8 @@ def test_batched_trace_equals_the_mean_over_the_same_probes(x64):
     forms = np.einsum("sn,nm,sm->s", probes, matrix, probes)
     np.testing.assert_allclose(result.estimate, forms.mean(), rtol=1e-12)
     np.testing.assert_allclose(result.sem, forms.std(ddof=1) / np.sqrt(samples), rtol=1e-10)
-    for backend, size in (("cpu", 2), ("gpu", 40)):
-        assert cv.operators.probe_batch_size(26_122, 600, backend) == size
+    for backend, kind, size in (("cpu", "trace", 1), ("cpu", "slq", 2), ("gpu", "trace", 40)):
+        assert cv.operators.probe_batch_size(26_122, 600, backend, kind) == size
     assert cv.operators.probe_batch_size(50, 70, "cpu") == 70
     assert cv.operators.probe_batch_size(10**8, 600, "gpu") == 1
 

@@ -145,6 +145,7 @@ def spectral_density_of(
         lambda k: quadrature_from_start(matvec_flat, rademacher_probe(k, n, dtype), num_steps),
         jax.random.split(key, samples),
         n,
+        kind="slq",
     )
     return SpectralDensity(nodes, weights / samples)
 

@@ -130,25 +130,34 @@ def compiled(*static_argnames: str) -> Callable[[Callable], Callable]:
 # time loses the batched matmuls of small models. On a 2-core CPU a 600-sample trace of the
 # 26k-parameter MLP on 1437 samples ran at 1.32 / 1.38 / 1.50 x its matvec floor in batches of
 # 10 / 40 / 150, and best at 1-4 vectors; a 1.4k-parameter MLP on 200 samples ran best at
-# 4-64 (benchmarks/probe_cost_kernels.md): 2**16 elements there. Accelerators keep 2**20
-# (40 vectors at 26k parameters; not measured against other sizes).
-BATCH_ELEMENTS = {"cpu": 2**16}
+# 4-64 (benchmarks/probe_cost_kernels.md). At 26k parameters a trace (one HVP a probe) ran
+# faster one vector at a time than in pairs in 15 of 17 fresh processes (median ~9%;
+# benchmarks/probe_cost_spread.md), while SLQ (a Lanczos run a probe, whose
+# reorthogonalisation batches well) ran 12-48% slower one at a time than in pairs in 5 of 5:
+# 2**15 and 2**16 elements. Accelerators keep 2**20 (40 vectors at 26k parameters; not
+# measured against other sizes).
+BATCH_ELEMENTS = {"cpu": {"trace": 2**15, "slq": 2**16}}
 BATCH_ELEMENTS_DEFAULT = 2**20
 
 
-def probe_batch_size(num_parameters: int, samples: int, backend: str | None = None) -> int:
+def probe_batch_size(
+    num_parameters: int, samples: int, backend: str | None = None, kind: str = "trace"
+) -> int:
     """Probe vectors per `lax.map` batch for `num_parameters` on `backend` (default: JAX's
-    default backend; see `BATCH_ELEMENTS`)."""
+    default backend) for a `kind` of work: "trace" (a matvec a probe) or "slq" (a Lanczos
+    run a probe); see `BATCH_ELEMENTS`."""
     backend = backend or jax.default_backend()
-    elements = BATCH_ELEMENTS.get(backend, BATCH_ELEMENTS_DEFAULT)
+    elements = BATCH_ELEMENTS.get(backend, {}).get(kind, BATCH_ELEMENTS_DEFAULT)
     return int(max(1, min(samples, elements // max(num_parameters, 1))))
 
 
-def batched_map(function: Callable, inputs: jax.Array, num_parameters: int) -> Any:
+def batched_map(
+    function: Callable, inputs: jax.Array, num_parameters: int, kind: str = "trace"
+) -> Any:
     """`function` over the rows of `inputs` (probe vectors, or one PRNG key per probe),
-    vmapped within batches of `probe_batch_size(num_parameters)` rows, batches one after
-    another (`lax.map`)."""
-    size = probe_batch_size(num_parameters, inputs.shape[0])
+    vmapped within batches of `probe_batch_size(num_parameters, kind=kind)` rows, batches
+    one after another (`lax.map`)."""
+    size = probe_batch_size(num_parameters, inputs.shape[0], kind=kind)
     return jax.lax.map(function, inputs, batch_size=size)
 
 
