@@ -131,7 +131,7 @@ def compiled(*static_argnames: str) -> Callable[[Callable], Callable]:
 # 26k-parameter MLP on 1437 samples ran at 1.32 / 1.38 / 1.50 x its matvec floor in batches of
 # 10 / 40 / 150, and best at 1-4 vectors; a 1.4k-parameter MLP on 200 samples ran best at
 # 4-64 (benchmarks/probe_cost_kernels.md). At 26k parameters a trace (one HVP a probe) ran
-# faster one vector at a time than in pairs in 15 of 17 fresh processes (median ~9%;
+# faster one vector at a time than in pairs in 15 of 17 fresh processes (median ~8%;
 # benchmarks/probe_cost_spread.md), while SLQ (a Lanczos run a probe, whose
 # reorthogonalisation batches well) ran 12-48% slower one at a time than in pairs in 5 of 5:
 # 2**15 and 2**16 elements. Accelerators keep 2**20 (40 vectors at 26k parameters; not
