@@ -4,10 +4,10 @@ On the shared 2-core machine one process's ratio is not a measurement of the cod
 same jitted computation, timed against its floor, read 0.99 of the floor in one process and
 1.53 in another on a quiet machine (Lanczos at m = 80, 2026-11-27). A process's offset lasts
 for the whole process (its cause was not found), so more rounds in one process do not average
-it out. This script runs `--processes` fresh
-processes, each timing a subset of the kernels round-robin
-(`probe_cost_kernels.interleaved_times`, min / min over its rounds), and reports the median and
-the range of the per-process ratios: the figure to hold a 1.05 or 1.10 target against.
+it out. This script runs `--processes` fresh processes, each timing a subset of the kernels
+round-robin (`probe_cost_kernels.interleaved_times`, min / min over its rounds), and reports
+the median and the range of the per-process ratios: the figure to hold a 1.05 or 1.10 target
+against.
 
 Run: `python benchmarks/probe_cost_spread.py` (writes benchmarks/probe_cost_spread.md).
 """
@@ -40,7 +40,7 @@ TARGETS = {"lanczos": 1.10, "trace": 1.05}
 
 
 def ratios_of(fastest: dict) -> dict:
-    """{label: (ratio, target or None)} from one process's fastest seconds per kernel."""
+    """{label: ratio} from one process's fastest seconds per kernel."""
     unit = fastest["floor|80"] / 80  # one linearized HVP in a chain
     out = {}
     for m in (20, 40, 80):

@@ -904,6 +904,8 @@ def test_batched_trace_equals_the_mean_over_the_same_probes(x64):
         assert cv.operators.probe_batch_size(26_122, 600, backend, kind) == size
     assert cv.operators.probe_batch_size(50, 70, "cpu") == 70
     assert cv.operators.probe_batch_size(10**8, 600, "gpu") == 1
+    with pytest.raises(ValueError, match="kind='SLQ' is not allowed: one of"):
+        cv.operators.probe_batch_size(26_122, 600, "cpu", "SLQ")  # not a silent default
 
 
 def test_rademacher_probes_are_fair_independent_signs():

@@ -138,6 +138,7 @@ def compiled(*static_argnames: str) -> Callable[[Callable], Callable]:
 # measured against other sizes).
 BATCH_ELEMENTS = {"cpu": {"trace": 2**15, "slq": 2**16}}
 BATCH_ELEMENTS_DEFAULT = 2**20
+PROBE_KINDS = ("trace", "slq")
 
 
 def probe_batch_size(
@@ -146,6 +147,8 @@ def probe_batch_size(
     """Probe vectors per `lax.map` batch for `num_parameters` on `backend` (default: JAX's
     default backend) for a `kind` of work: "trace" (a matvec a probe) or "slq" (a Lanczos
     run a probe); see `BATCH_ELEMENTS`."""
+    if kind not in PROBE_KINDS:
+        raise ValueError(f"kind={kind!r} is not allowed: one of {PROBE_KINDS}")
     backend = backend or jax.default_backend()
     elements = BATCH_ELEMENTS.get(backend, {}).get(kind, BATCH_ELEMENTS_DEFAULT)
     return int(max(1, min(samples, elements // max(num_parameters, 1))))
