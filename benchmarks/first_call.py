@@ -4,7 +4,8 @@ Each figure comes from a fresh Python process whose imports are done before the 
 
 - **CLI**: `lossbench.cli.main([...])` for one chunk of the default study (digits MLP, Adam,
   sharpness probe), i.e. compose, build, compile init / first probe / first chunk, train 100
-  steps, write the run directory: the time until the first training steps are done.
+  steps, write the run directory: the time until the first training steps are done. Its warm
+  run also loads the programs the cold one stored (`lossbench.executables`).
 - **top-5**: a one-off `hessian_eigenvalues(loss, params, x, y, key=..., top_k=5)` on the
   26k-parameter MLP of `probe_cost_kernels.py`, as a notebook cell would call it.
 

@@ -49,6 +49,7 @@ def _task(cfg) -> float | None:
     from hydra.types import RunMode
 
     from lossbench.errors import ConfigError
+    from lossbench.executables import enabled
     from lossbench.hydra_callbacks import CLAIMS, fail
     from lossbench.rundir import release
     from lossbench.runner import run
@@ -58,7 +59,8 @@ def _task(cfg) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         config = typed_config(cfg)
-        summary = run(config, run_dir, claimed=True)
+        with enabled():  # a launcher's job process: the command line's runs (`executables`)
+            summary = run(config, run_dir, claimed=True)
     except Exception as exc:
         _Outcome.failure = exc
         if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -294,7 +296,10 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in ("-h", "--help"):
         print(_help())  # then Hydra's own help: the config groups and the composed config
     sys.argv = [sys.argv[0], *argv]
-    hydra_main()
+    from lossbench.executables import enabled
+
+    with enabled():  # its runs store their compiled programs for the next one (`executables`)
+        hydra_main()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lossbench.errors import ConfigError
+from lossbench.executables import known_to_trace, record_traces
 from lossbench.probing import fit_probe, probe_batch
 from lossbench.problem import Problem, build_problem, flat_record, traceable
 from lossbench.rundir import config_record
@@ -153,7 +154,10 @@ def trace_failure(
 ) -> str | None:
     """None when `trainer`'s program for `jobs` traces with the `traced` values as inputs,
     else the reason. These are the traces of the run's first calls (jit keeps them), so a
-    success costs nothing more."""
+    success costs nothing more; a program stored on disk that traced before is not traced
+    again (`lossbench.executables`)."""
+    if known_to_trace(trainer.program):
+        return None
     first = jobs[0]
     keys, hyper = row_inputs(jobs, traced, rows)
     data = first.problem.data.train, first.problem.data.test, probe_batch(first.cfg, first.problem)
@@ -163,6 +167,7 @@ def trace_failure(
         trainer.program.trace(state, *data, lengths, first.length, hyper)
     except Exception as exc:  # jax's tracer errors (TypeErrors), a builder's own checks
         return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    record_traces(trainer.program)
     return None
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from lossbench import programs
+from lossbench import executables, programs
 from lossbench.compile_cache import cache_by_default
 from lossbench.diagnosis import diagnose_run
 from lossbench.errors import ConfigError
@@ -103,19 +103,22 @@ def group_trainer(job: Prepared, rows: int, traced: Sequence[str] = ()):
     compile once (jit caches by function), and the same for every later run in this process
     that builds the same program (`lossbench.programs`)."""
     cfg, problem = job.cfg, job.problem
+    cache_by_default()  # before the store is asked (`lossbench.executables`)
+    key = programs.program_key(job.record, rows, traced)
+    data = (problem.data.train, problem.data.test)
 
     def build():
-        return make_train(
+        trainer = make_train(
             problem,
             cfg.trainer,
             make_probe_fn(cfg, problem),
             rows=rows,
             probe_for=lambda at: make_probe_fn(cfg, at),
         )
+        return executables.stored(trainer, key, data)  # a next process loads its programs
 
-    data = jax.tree_util.tree_leaves((problem.data.train, problem.data.test))
-    size = sum(getattr(leaf, "nbytes", 0) for leaf in data)
-    return programs.reuse(programs.program_key(job.record, rows, traced), build, size)
+    size = sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree_util.tree_leaves(data))
+    return programs.reuse(key, build, size)
 
 
 def run_group(
