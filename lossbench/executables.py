@@ -130,9 +130,10 @@ def _source_files(modules: set[str]) -> set[str]:
     files = {str(path) for path in Path(__file__).resolve().parent.rglob("*.py")}
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if not isinstance(file, str) or not file.endswith(".py"):
+        if not isinstance(file, str):
             continue
-        if name in modules or not os.path.abspath(file).startswith(installed):
+        local = file.endswith(".py") and not os.path.abspath(file).startswith(installed)
+        if local or name in modules:  # a builder's module, whatever its file (bytecode too)
             files.add(os.path.abspath(file))
     return files
 
