@@ -328,12 +328,19 @@ def save(path: Path, compiled) -> None:
 
 
 def _write(path: Path, blob: bytes) -> bool:
+    """Write `blob` to `path` whole or not at all (a partial file, then a rename); False when
+    the directory cannot be written (read-only, full)."""
+    partial = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=PARTIAL, delete=False) as out:
+            partial = out.name
             out.write(blob)
-        os.replace(out.name, path)
+        os.replace(partial, path)
     except OSError:
+        if partial is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
         return False
     return True
 

@@ -269,3 +269,15 @@ def test_a_stored_program_that_does_not_run_is_dropped_and_compiled_again(tmp_pa
     )
     assert len(traces) == 2  # compiled again, and stored anew in place of the dropped entry
     assert path.read_bytes() != b"the entry that does not run" and load(path) is not None
+
+
+def test_an_unwritable_store_leaves_nothing_and_the_program_still_runs(tmp_path, monkeypatch):
+    traces = []
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(executables.os, "replace", full)
+    program = executables.StoredProgram(_counting(traces), tmp_path, "k", "f", (1,))
+    np.testing.assert_allclose(program(jnp.eye(2), 1), [1.0, 1.0])
+    assert traces == [1] and list(tmp_path.iterdir()) == []  # no partial file left
