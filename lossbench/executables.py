@@ -14,10 +14,12 @@ command-line run's 4.1-4.7 s (benchmarks/first_call.md). Here the compiled execu
 - the backend, its devices, the CPU, `XLA_FLAGS` and JAX's flags;
 - per program, its input signature: tree structure, shapes, dtypes, shardings, static args.
 
-A miss compiles as before (through JAX's cache) and stores the result. The store is on for
-the command line's runs (`enabled()`: a fresh process whose options all come from source
-files), where JAX's cache is lossbench's own (`compile_cache.cache_dir()`) and the backend is
-the CPU, the only one it is tested on; `LOSSBENCH_NO_CACHE=1` turns both off. It is off for
+A miss compiles as before (through JAX's cache) and stores what XLA compiled. A program that
+JAX's cache held cannot be stored as loaded from there (`compile_fresh`): the second time its
+key misses, it is compiled anew and stored. The store is on for the command line's runs
+(`enabled()`: a fresh process whose options all come from source files), where JAX's cache is
+lossbench's own (`compile_cache.cache_dir()`), with JAX 0.10 on the CPU, the version and the
+backend it is tested on; `LOSSBENCH_NO_CACHE=1` turns both off. It is off for
 `lossbench.run` in a notebook or a script, where a builder can be redefined, closed over
 other values or patched without its source changing (`lossbench.programs` tells those apart
 within one process by object). Not seen: a plugin that reads a file other than the data, or
@@ -52,6 +54,11 @@ STORE_NAME = "programs"  # the store's directory inside the cache directory
 MAX_BYTES = 2 << 30  # the store's size at most: the least recently used entries go first
 MAX_FILES = 4096  # and its number of entries
 PARTIAL = ".tmp-"  # a file being written
+WANTED_SUFFIX = ".wanted"  # a program missed once, loaded from JAX's cache: compile it next time
+TESTED_JAX = "0.10."  # the JAX versions the store is tested with; off with any other
+# XLA's default, named: JAX's cache key includes the options it is given, so a program compiled
+# with these is compiled, not loaded from that cache (`compile_fresh`)
+FRESH_OPTIONS = {"xla_embed_ir_in_executable": False}
 SUFFIX = ".program"
 TRACES_SUFFIX = ".traces"  # a run key whose traced-input program traced (`known_to_trace`)
 MAGIC = b"lossbench-program-1\n"
@@ -77,6 +84,8 @@ _enabled = False  # inside `enabled()`
 def store_dir() -> Path | None:
     """Where programs are stored, or None when the store is off (see the module docstring)."""
     if not _enabled or cache_disabled() or jax.default_backend() != "cpu":
+        return None
+    if not jax.__version__.startswith(TESTED_JAX):
         return None
     directory = cache_dir()
     if jax.config.jax_compilation_cache_dir != str(directory):
@@ -220,9 +229,17 @@ class StoredProgram:
                 return out
             except Exception:  # a program that loads but does not run here: compile it
                 path.unlink(missing_ok=True)
-        compiled, fresh = compile_fresh(self._jitted, args)
+        # JAX's cache may hold the program (a run of another key built it, or this one before
+        # the store had it): loaded from there it cannot be stored, so the first miss loads
+        # it and marks it wanted, and a second miss compiles it anew and stores it
+        wanted = path.with_name(path.stem + WANTED_SUFFIX)
+        anew = wanted.exists()
+        compiled, fresh = compile_fresh(self._jitted, args, anew)
         if fresh:
             save(path, compiled)
+            wanted.unlink(missing_ok=True)
+        elif not anew:
+            _write(wanted, b"")
         self._compiled[signature] = compiled
         return compiled(*dynamic)
 
@@ -231,18 +248,19 @@ class StoredProgram:
         return self._directory / f"{self._key}{TRACES_SUFFIX}"
 
 
-def compile_fresh(jitted, args) -> tuple[object, bool]:
+def compile_fresh(jitted, args, anew: bool = False) -> tuple[object, bool]:
     """`jitted`'s program for `args`, compiled (`jax.stages.Compiled`), and whether XLA
-    compiled it in this call, neither loading it from JAX's cache nor reusing it from memory.
-    Only such a program is stored: jaxlib 0.10.2 serialises an executable it loaded from its
-    cache without some of its kernels ("Function ... not found" when a later process runs it)."""
+    compiled it in this call, neither loading it from JAX's cache nor reusing it from memory
+    (`anew`: compile it, whatever JAX's cache holds). Only such a program is stored: jaxlib
+    0.10.2 serialises an executable it loaded from its cache without some of its kernels
+    ("Function ... not found" when a later process runs it)."""
     global _listening
     if not _listening:
         jax.monitoring.register_event_listener(_on_event)
         jax.monitoring.register_event_duration_secs_listener(_on_event)
         _listening = True
     _events.compiled = _events.loaded = 0
-    compiled = jitted.lower(*args).compile()
+    compiled = jitted.lower(*args).compile(FRESH_OPTIONS if anew else None)
     return compiled, _events.compiled > 0 and _events.loaded == 0
 
 
@@ -346,11 +364,11 @@ def _write(path: Path, blob: bytes) -> bool:
 
 
 def evict(directory: Path, max_bytes: int = MAX_BYTES, max_files: int = MAX_FILES) -> None:
-    """Delete the least recently used entries (programs, trace markers) until the store holds
+    """Delete the least recently used entries (programs, markers) until the store holds
     `max_bytes` and `max_files` at most, and the partial writes of a killed process after an
     hour. Only this module's files are considered."""
     entries = []
-    for pattern in (f"*{SUFFIX}", f"*{TRACES_SUFFIX}", f"{PARTIAL}*"):
+    for pattern in (f"*{SUFFIX}", f"*{TRACES_SUFFIX}", f"*{WANTED_SUFFIX}", f"{PARTIAL}*"):
         for path in directory.glob(pattern):
             try:
                 stat = path.stat()

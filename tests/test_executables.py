@@ -220,7 +220,8 @@ def test_a_traced_program_is_remembered_by_its_key(tmp_path):
 
 
 def test_only_a_program_xla_compiled_in_the_call_is_stored(tmp_path):
-    """Not one loaded from JAX's cache, nor one an earlier compile left in memory."""
+    """Not one loaded from JAX's cache, nor one an earlier compile left in memory: such a
+    program is compiled anew, and stored, the second time it is missed."""
     before = jax.config.jax_persistent_cache_min_compile_time_secs
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # JAX caches this one
     try:
@@ -239,6 +240,16 @@ def test_only_a_program_xla_compiled_in_the_call_is_stored(tmp_path):
         loaded = executables.StoredProgram(jax.jit(f), tmp_path, "c", "f")  # from JAX's cache
         np.testing.assert_allclose(loaded(x), expected)
         assert len(list(tmp_path.glob("f-*.program"))) == 1
+        assert len(list(tmp_path.glob("f-*.wanted"))) == 2  # "b" and "c" missed once
+        # missed again (the next process): compiled anew, JAX's cache notwithstanding, stored
+        jax.clear_caches()
+        anew = executables.StoredProgram(jax.jit(f), tmp_path, "c", "f")
+        np.testing.assert_allclose(anew(x), expected)
+        assert len(list(tmp_path.glob("f-*.program"))) == 2
+        assert len(list(tmp_path.glob("f-*.wanted"))) == 1  # "b"'s
+        jax.clear_caches()
+        stored = executables.StoredProgram(jax.jit(f), tmp_path, "c", "f")  # a third process
+        assert stored(x) == expected and len(list(tmp_path.glob("f-*"))) == 3
         assert executables.compile_fresh(jax.jit(lambda v: v * offset + 1.5), (x,))[1]
     finally:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
