@@ -5,6 +5,7 @@ is compiled again; the store never grows past its bound and deletes only its own
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import textwrap
@@ -101,10 +102,17 @@ def test_a_second_run_loads_its_programs_and_an_edited_module_builds_anew(tmp_pa
     np.testing.assert_allclose(edited_probes.lambda_max.iloc[0], 3.0, rtol=1e-4)
 
 
+_made = itertools.count()
+
+
 def _counting(traces):
+    """A jitted program that counts its traces, of its own: a constant no other program of the
+    session's processes has, so JAX's shared cache never holds it and XLA compiles it."""
+    own = 1e-15 * ((os.getpid() % 100_000) * 1000 + next(_made))
+
     def f(x, power):
         traces.append(power)
-        return jnp.linalg.eigh(x @ x.T)[0] ** power
+        return jnp.linalg.eigh(x @ x.T)[0] ** power + own
 
     return jax.jit(f, static_argnums=1)
 
