@@ -97,7 +97,8 @@ def test_a_second_run_loads_its_programs_and_an_edited_module_builds_anew(tmp_pa
 
     helper.write_text("SCALE = 3.0\n")
     edited, edited_probes = run("edited")
-    assert any(name.startswith("program-") for name in _stored(cache)), "not stored"
+    chunk_programs = [name for name in _stored(cache) if name.startswith("program-")]
+    assert len(chunk_programs) == 2, "the edited module's program was not stored beside the first"
     np.testing.assert_allclose(edited.loss.iloc[0], 3.0, rtol=1e-6)
     np.testing.assert_allclose(edited_probes.lambda_max.iloc[0], 3.0, rtol=1e-4)
 
