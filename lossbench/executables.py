@@ -33,14 +33,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import importlib.metadata
 import os
 import pickle
 import platform
 import site
 import sys
 import sysconfig
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -49,11 +47,12 @@ import jax
 import numpy as np
 
 from lossbench.compile_cache import cache_dir, cache_disabled
+from lossbench.results import publish, versions
 
 STORE_NAME = "programs"  # the store's directory inside the cache directory
 MAX_BYTES = 2 << 30  # the store's size at most: the least recently used entries go first
 MAX_FILES = 4096  # and its number of entries
-PARTIAL = ".tmp-"  # a file being written
+PARTIAL = ".*.tmp"  # a file being written (`results.publish`'s temporary name)
 WANTED_SUFFIX = ".wanted"  # a program missed once, loaded from JAX's cache: compile it next time
 TESTED_JAX = "0.10."  # the JAX versions the store is tested with; off with any other
 # XLA's default, named: JAX's cache key includes the options it is given, so a program compiled
@@ -64,7 +63,6 @@ TRACES_SUFFIX = ".traces"  # a run key whose traced-input program traced (`known
 MAGIC = b"lossbench-program-1\n"
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # XLA compiled, or JAX's cache
 CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"  # loaded from JAX's cache
-PACKAGES = ("jax", "jaxlib", "numpy", "optax", "flax", "matfree", "lossbench")
 
 
 @contextlib.contextmanager
@@ -160,13 +158,8 @@ def _environment() -> tuple:
     devices, CPU, XLA's and JAX's flags (not those of caching and logging)."""
     global _environment_cached
     if _environment_cached is None:
-        versions = []
-        for package in PACKAGES:
-            try:
-                versions.append((package, importlib.metadata.version(package)))
-            except importlib.metadata.PackageNotFoundError:
-                versions.append((package, None))
-        _environment_cached = (sys.version, versions, platform.machine(), _cpu_flags())
+        machine = (platform.machine(), _cpu_flags())
+        _environment_cached = (sys.version, versions(), np.__version__, *machine)
     devices = [(d.platform, d.device_kind, d.id) for d in jax.devices()]
     flags = sorted(
         (name, repr(value))
@@ -346,19 +339,12 @@ def save(path: Path, compiled) -> None:
 
 
 def _write(path: Path, blob: bytes) -> bool:
-    """Write `blob` to `path` whole or not at all (a partial file, then a rename); False when
-    the directory cannot be written (read-only, full)."""
-    partial = None
+    """Write `blob` to `path` whole or not at all (`results.publish`); False when the
+    directory cannot be written (read-only, full)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=PARTIAL, delete=False) as out:
-            partial = out.name
-            out.write(blob)
-        os.replace(partial, path)
+        publish(path, lambda partial: partial.write_bytes(blob))
     except OSError:
-        if partial is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(partial)
         return False
     return True
 
@@ -368,13 +354,13 @@ def evict(directory: Path, max_bytes: int = MAX_BYTES, max_files: int = MAX_FILE
     `max_bytes` and `max_files` at most, and the partial writes of a killed process after an
     hour. Only this module's files are considered."""
     entries = []
-    for pattern in (f"*{SUFFIX}", f"*{TRACES_SUFFIX}", f"*{WANTED_SUFFIX}", f"{PARTIAL}*"):
+    for pattern in (f"*{SUFFIX}", f"*{TRACES_SUFFIX}", f"*{WANTED_SUFFIX}", PARTIAL):
         for path in directory.glob(pattern):
             try:
                 stat = path.stat()
             except OSError:
                 continue
-            if path.name.startswith(PARTIAL):
+            if path.match(PARTIAL):
                 if stat.st_mtime < time.time() - 3600:
                     path.unlink(missing_ok=True)
                 continue

@@ -170,19 +170,21 @@ def test_the_store_evicts_its_least_recently_used_entries_and_nothing_else(tmp_p
     for age, name in enumerate(["c-new", "b-mid", "a-old"]):
         make(f"{name}.program", 100 * age, size=100)
     make("run.traces", 50)  # a trace marker: an entry of no size
-    make(".tmp-killed", 7200)  # the partial write of a process killed two hours ago
-    make(".tmp-writing", 10)  # one being written now
+    make(".init-a.program.41.0f3c.tmp", 7200)  # the partial write of a process killed two hours ago
+    make(".init-b.program.42.9e1d.tmp", 10)  # one being written now
     make("notes.txt", 10**6, size=1000)  # not the store's: never deleted
 
     def left():
         return sorted(p.name for p in tmp_path.iterdir())
 
+    writing = ".init-b.program.42.9e1d.tmp"
+
     executables.evict(tmp_path, max_bytes=250)
-    assert left() == [".tmp-writing", "b-mid.program", "c-new.program", "notes.txt", "run.traces"]
+    assert left() == [writing, "b-mid.program", "c-new.program", "notes.txt", "run.traces"]
     executables.evict(tmp_path, max_files=2)  # by number too, the oldest first
-    assert left() == [".tmp-writing", "c-new.program", "notes.txt", "run.traces"]
+    assert left() == [writing, "c-new.program", "notes.txt", "run.traces"]
     executables.evict(tmp_path, max_bytes=0)  # the marker is older than the last program
-    assert left() == [".tmp-writing", "notes.txt"]
+    assert left() == [writing, "notes.txt"]
 
 
 def _key(builder, data):
@@ -289,7 +291,7 @@ def test_an_unwritable_store_leaves_nothing_and_the_program_still_runs(tmp_path,
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(executables.os, "replace", full)
+    monkeypatch.setattr(os, "replace", full)
     program = executables.StoredProgram(_counting(traces), tmp_path, "k", "f", (1,))
     np.testing.assert_allclose(program(jnp.eye(2), 1), [1.0, 1.0])
     assert traces == [1] and list(tmp_path.iterdir()) == []  # no partial file left
